@@ -1,0 +1,144 @@
+"""Client timelines in simulated time: who finishes, who straggles, who drops, and when.
+
+Everything here is decided before any training, from device profiles, workload and model size,
+so only the work that reaches the server is ever computed.
+
+For each selected client k:
+    download_s = model_bytes / download_bandwidth_k
+    epoch_s    = num_samples_k / speed_k * jitter      (jitter = exp(compute_jitter * N(0, 1)))
+    compute_s  = local_epochs * epoch_s
+    upload_s   = update_bytes / upload_bandwidth_k
+    finish     = download_s + compute_s + upload_s
+A client drops with probability dropout_rate_k at a uniformly random point of its timeline: it
+used its download and sends nothing. Among the others, the first K (clients_per_round) to finish
+by the deadline complete (over-selection keeps the first K, ties broken by client id). The
+round ends when the K-th completes, or at the deadline if fewer than K finish by then (with no
+deadline: when the last selected client finished or dropped). Clients that did not complete
+are stragglers; under ``straggler_policy = "partial"`` and a round that ran to its deadline,
+each straggler contributes the whole epochs it finished by the deadline (at least one, and at
+most as many as there are free places among the K).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from fedsim.population import Population
+from fedsim.rng import Purpose, normal, uniform
+
+COMPLETED, STRAGGLER, DROPPED = 0, 1, 2
+OUTCOME_NAMES = np.array(["completed", "straggler", "dropped"])
+
+
+@dataclass(frozen=True)
+class RoundPlan:
+    """The simulated outcome of one round for its selected clients (arrays aligned with ids)."""
+
+    ids: np.ndarray  # int64, sorted
+    num_samples: np.ndarray  # int64
+    outcome: np.ndarray  # int8: COMPLETED | STRAGGLER | DROPPED
+    epochs_done: np.ndarray  # int64: epochs whose work reaches the server (0 if none)
+    download_s: np.ndarray
+    compute_s: np.ndarray  # the whole planned local work
+    upload_s: np.ndarray
+    duration_s: float
+    bytes_down: int
+    bytes_up: int
+
+    @property
+    def contributes(self) -> np.ndarray:
+        return self.epochs_done > 0
+
+    def count(self, outcome: int) -> int:
+        return int(np.count_nonzero(self.outcome == outcome))
+
+
+def plan_round(
+    population: Population,
+    ids: np.ndarray,
+    num_samples: np.ndarray,
+    round_: int,
+    *,
+    clients_per_round: int,
+    local_epochs: int,
+    deadline_s: float,
+    straggler_policy: str,
+    model_bytes: int,
+    update_bytes: int,
+) -> RoundPlan:
+    """Decide every selected client's timeline and outcome for one round."""
+    seed = population.seed
+    ids = np.asarray(ids, dtype=np.int64)
+    n = np.asarray(num_samples, dtype=np.int64)
+    download_s = model_bytes / population.download_bandwidth[ids].astype(np.float64)
+    upload_s = update_bytes / population.upload_bandwidth[ids].astype(np.float64)
+    epoch_s = n / population.speed[ids].astype(np.float64)
+    jitter = population.cfg.compute_jitter
+    if jitter > 0:
+        epoch_s = epoch_s * np.exp(jitter * normal(seed, round_, Purpose.JITTER, ids))
+    compute_s = local_epochs * epoch_s
+    finish = download_s + compute_s + upload_s
+
+    dropped = uniform(seed, round_, Purpose.DROPOUT, ids) < population.dropout_rate[ids]
+    drop_time = uniform(seed, round_, Purpose.DROP_POINT, ids) * finish
+
+    outcome = np.full(len(ids), STRAGGLER, dtype=np.int8)
+    outcome[dropped] = DROPPED
+    in_time = np.flatnonzero(~dropped & (finish <= deadline_s))
+    order = in_time[np.lexsort((ids[in_time], finish[in_time]))]
+    done = order[:clients_per_round]
+    outcome[done] = COMPLETED
+    epochs_done = np.zeros(len(ids), dtype=np.int64)
+    epochs_done[done] = local_epochs
+
+    if len(done) == clients_per_round:
+        duration = float(finish[done[-1]]) if len(done) else 0.0
+    elif math.isfinite(deadline_s):
+        duration = float(deadline_s)
+        if straggler_policy == "partial":
+            _keep_partial_work(
+                outcome,
+                epochs_done,
+                (deadline_s - download_s - upload_s) / epoch_s,
+                ids,
+                local_epochs,
+                clients_per_round - len(done),
+            )
+    else:
+        ends = np.where(dropped, drop_time, finish)
+        duration = float(ends.max()) if len(ends) else 0.0
+
+    contributors = int(np.count_nonzero(epochs_done))
+    return RoundPlan(
+        ids=ids,
+        num_samples=n,
+        outcome=outcome,
+        epochs_done=epochs_done,
+        download_s=download_s,
+        compute_s=compute_s,
+        upload_s=upload_s,
+        duration_s=duration,
+        bytes_down=int(model_bytes) * len(ids),
+        bytes_up=int(update_bytes) * contributors,
+    )
+
+
+def _keep_partial_work(
+    outcome: np.ndarray,
+    epochs_done: np.ndarray,
+    epochs_fit: np.ndarray,
+    ids: np.ndarray,
+    local_epochs: int,
+    places: int,
+) -> None:
+    """FedProx-style partial work: stragglers send the whole epochs they finished in time."""
+    stragglers = np.flatnonzero(outcome == STRAGGLER)
+    if places <= 0 or len(stragglers) == 0:
+        return
+    e = np.clip(np.floor(epochs_fit[stragglers]), 1, local_epochs).astype(np.int64)
+    # Most work first, then by client id: a deterministic choice of who fills the free places.
+    keep = np.lexsort((ids[stragglers], -e))[:places]
+    epochs_done[stragglers[keep]] = e[keep]

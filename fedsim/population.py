@@ -1,0 +1,191 @@
+"""The client population: device profiles and availability as columnar numpy arrays.
+
+A client is a row. Constant attributes are stored as zero-stride views, so a population of a
+million clients with the default profile costs almost nothing and one with every attribute
+drawn costs 25 bytes per client (six float32 columns and a uint8 tier).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from fedsim.config import Dist, PopulationConfig
+from fedsim.options import ConfigError
+from fedsim.rng import Purpose, generator, uniform
+
+# Attribute name -> (column index for keyed draws, allowed range check for CSV values).
+_ATTRIBUTES = {
+    "speed": 0,
+    "download_bandwidth": 1,
+    "upload_bandwidth": 2,
+    "dropout_rate": 3,
+    "online_probability": 4,
+    "on_fraction": 5,
+}
+_REQUIRED_CSV = ("speed", "download_bandwidth", "upload_bandwidth")
+
+
+class Population:
+    """N clients' device profiles: speed (samples/s), bandwidth (bytes/s), dropout, availability."""
+
+    def __init__(self, cfg: PopulationConfig, seed: int, base_dir: Path | None = None) -> None:
+        self.cfg = cfg
+        self.seed = seed
+        self.num_clients = n = cfg.num_clients
+        self.tier_names: tuple[str, ...] = tuple(t.name for t in cfg.tiers)
+        if cfg.tiers:
+            w = np.array([t.weight for t in cfg.tiers], dtype=np.float64)
+            rng = generator(seed, Purpose.PROFILE, 100)
+            self.tier = rng.choice(len(w), size=n, p=w / w.sum()).astype(np.uint8)
+        else:
+            self.tier = np.broadcast_to(np.uint8(0), (n,))
+        for name, index in _ATTRIBUTES.items():
+            setattr(self, name, self._draw(getattr(cfg, name), index))
+        self.phase = (
+            generator(seed, Purpose.PHASE).random(n, dtype=np.float32)
+            if cfg.availability == "periodic"
+            else np.broadcast_to(np.float32(0), (n,))
+        )
+        if cfg.profiles_csv:
+            self._load_csv(_resolve(cfg.profiles_csv, base_dir))
+
+    speed: np.ndarray
+    download_bandwidth: np.ndarray
+    upload_bandwidth: np.ndarray
+    dropout_rate: np.ndarray
+    online_probability: np.ndarray
+    on_fraction: np.ndarray
+
+    def _draw(self, dist: Dist, index: int) -> np.ndarray:
+        n = self.num_clients
+        if dist.dist == "constant":
+            return np.broadcast_to(np.float32(dist.value), (n,))
+        rng = generator(self.seed, Purpose.PROFILE, index)
+        if dist.dist == "uniform":
+            return rng.uniform(dist.low, dist.high, n).astype(np.float32)
+        if dist.dist == "lognormal":
+            z = rng.standard_normal(n, dtype=np.float32)
+            return (dist.median * np.exp(dist.sigma * z)).astype(np.float32)
+        values = np.asarray(dist.values, dtype=np.float32)
+        return values[self.tier]
+
+    def _load_csv(self, path: Path) -> None:
+        key = "population.profiles_csv"
+        try:
+            df = pd.read_csv(path)
+        except FileNotFoundError:
+            raise ConfigError(f"{key}: {path}: no such file") from None
+        except (OSError, pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as e:
+            raise ConfigError(f"{key}: {path}: cannot be read as CSV ({e})") from None
+        missing = [c for c in _REQUIRED_CSV if c not in df.columns]
+        if missing:
+            raise ConfigError(
+                f"{key}: {path}: missing column {missing[0]!r} (needs {', '.join(_REQUIRED_CSV)}"
+                ", plus client_id for one row per client or weight for one row per device type)"
+            )
+        allowed = {*_ATTRIBUTES, "client_id", "weight", "tier"}
+        unknown = [c for c in df.columns if c not in allowed]
+        if unknown:
+            raise ConfigError(f"{key}: {path}: unknown column {unknown[0]!r}")
+        if ("client_id" in df.columns) == ("weight" in df.columns):
+            raise ConfigError(
+                f"{key}: {path}: needs exactly one of the columns client_id (one row per client)"
+                " or weight (one row per device type)"
+            )
+        values = {c: pd.to_numeric(df[c], errors="coerce").to_numpy(np.float64) for c in df}
+        for col, v in values.items():
+            if col != "tier" and not np.all(np.isfinite(v)):
+                raise ConfigError(f"{key}: {path}: column {col!r} has a non-numeric or empty value")
+        for col in _ATTRIBUTES:
+            if col in values:
+                bad = _out_of_range(col, values[col])
+                if bad is not None:
+                    raise ConfigError(f"{key}: {path}: column {col!r}: {bad}")
+        n = self.num_clients
+        if "client_id" in df.columns:
+            ids = values["client_id"].astype(np.int64)
+            if len(ids) != n or not np.array_equal(np.sort(ids), np.arange(n)):
+                raise ConfigError(
+                    f"{key}: {path}: client_id must list each of the {n} clients exactly once"
+                )
+            row_of_client = np.empty(n, dtype=np.int64)
+            row_of_client[ids] = np.arange(n)
+            if "tier" in df.columns:
+                names, codes = np.unique(df["tier"].astype(str).to_numpy(), return_inverse=True)
+                self.tier_names = tuple(names)
+                self.tier = codes[row_of_client].astype(np.uint8)
+        else:
+            w = values["weight"]
+            if np.any(w <= 0):
+                raise ConfigError(f"{key}: {path}: column 'weight' must be > 0")
+            rng = generator(self.seed, Purpose.PROFILE, 101)
+            row_of_client = rng.choice(len(w), size=n, p=w / w.sum())
+            self.tier = row_of_client.astype(np.uint8)
+            names = df["tier"].astype(str) if "tier" in df.columns else df.index.astype(str)
+            self.tier_names = tuple(names)
+        for col in _ATTRIBUTES:
+            if col in values:
+                setattr(self, col, values[col].astype(np.float32)[row_of_client])
+
+    @property
+    def nbytes(self) -> int:
+        """Memory actually held by the columns (zero-stride constants cost nothing)."""
+        cols = [self.tier, self.phase, *(getattr(self, a) for a in _ATTRIBUTES)]
+        return sum(c.nbytes if c.strides != (0,) else c.itemsize for c in cols)
+
+    def is_online(self, ids: np.ndarray, round_: int, t: float) -> np.ndarray:
+        """Which of the clients ``ids`` are available at round ``round_``, simulated time ``t``."""
+        mode = self.cfg.availability
+        if mode == "always":
+            return np.ones(len(ids), dtype=bool)
+        if mode == "bernoulli":
+            u = uniform(self.seed, round_, Purpose.ONLINE, ids)
+            return u < self.online_probability[ids]
+        pos = np.mod(t / self.cfg.period_s + self.phase[ids], 1.0)
+        return pos < self.on_fraction[ids]
+
+    def select(self, round_: int, t: float, count: int) -> np.ndarray:
+        """Up to ``count`` distinct online clients, uniformly at random, sorted by id."""
+        n = self.num_clients
+        count = min(count, n)
+        rng = generator(self.seed, Purpose.SELECT, round_)
+        if self.cfg.availability == "always":
+            return np.sort(rng.choice(n, size=count, replace=False))
+        # Draw a random candidate order a little longer than needed and keep the first online
+        # ones, so the cost follows the cohort, not the population; fall back to a full scan.
+        p = self._online_fraction_estimate()
+        want = min(n, int(math.ceil(count / max(p, 1e-3) * 1.25)) + 64)
+        cand = rng.choice(n, size=want, replace=False)
+        online = cand[self.is_online(cand, round_, t)]
+        if len(online) < count and want < n:
+            everyone = np.arange(n)
+            online_all = everyone[self.is_online(everyone, round_, t)]
+            online = rng.permutation(online_all)
+        return np.sort(online[:count])
+
+    def _online_fraction_estimate(self) -> float:
+        if self.cfg.availability == "bernoulli":
+            return float(np.mean(self.online_probability[: min(self.num_clients, 10_000)]))
+        return float(np.mean(self.on_fraction[: min(self.num_clients, 10_000)]))
+
+
+def _out_of_range(col: str, v: np.ndarray) -> str | None:
+    positive_cols = ("speed", "download_bandwidth", "upload_bandwidth", "on_fraction")
+    if col in positive_cols and np.any(v <= 0):
+        return "values must be > 0"
+    if col == "dropout_rate" and np.any((v < 0) | (v >= 1)):
+        return "values must be in [0, 1)"
+    if col in ("online_probability", "on_fraction") and np.any((v <= 0) | (v > 1)):
+        return "values must be in (0, 1]"
+    return None
+
+
+def _resolve(path: str, base_dir: Path | None) -> Path:
+    p = Path(path).expanduser()
+    if not p.is_absolute() and base_dir is not None and not p.exists():
+        p = base_dir / p
+    return p

@@ -1,0 +1,70 @@
+"""Keyed randomness: every draw is a pure function of (seed, round, client id, purpose).
+
+Two tools. :func:`generator` gives a numpy Generator for a key tuple (through SeedSequence),
+for draws whose size is known up front (a client's shuffles, a round's selection).
+:func:`uniform` hashes (seed, round, purpose, client ids) to uniforms in [0, 1) without any
+state, vectorised over client ids, for per-client-per-round draws (dropout, jitter,
+availability): the value a client gets never depends on which other clients were drawn, in
+which order, or on which worker.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+import numpy as np
+
+
+class Purpose(IntEnum):
+    SELECT = 1
+    DROPOUT = 2
+    DROP_POINT = 3
+    JITTER = 4
+    SHUFFLE = 5
+    ONLINE = 6
+    PROFILE = 7
+    PHASE = 8
+    INIT = 9
+    EVAL_CLIENTS = 10
+    DATA = 11
+    SIZES = 12
+    STRAGGLER = 13
+    PARTITION = 14
+
+
+def generator(seed: int, *keys: int) -> np.random.Generator:
+    """A Generator determined by ``(seed, *keys)`` alone."""
+    return np.random.Generator(np.random.PCG64(np.random.SeedSequence([seed, *map(int, keys)])))
+
+
+_M64 = np.uint64(0xFFFFFFFFFFFFFFFF)
+
+
+def _mix(z: np.ndarray) -> np.ndarray:
+    # splitmix64 finaliser: a bijection on uint64 with full avalanche.
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return z ^ (z >> np.uint64(31))
+
+
+def _key(seed: int, round_: int, purpose: int) -> np.uint64:
+    with np.errstate(over="ignore"):
+        k = _mix(np.array([seed & 0xFFFFFFFFFFFFFFFF], dtype=np.uint64))
+        k = _mix(k ^ np.uint64(round_ & 0xFFFFFFFFFFFFFFFF))
+        k = _mix(k ^ np.uint64(int(purpose)))
+    return k[0]
+
+
+def uniform(seed: int, round_: int, purpose: int, ids: np.ndarray) -> np.ndarray:
+    """Uniform float64 in [0, 1), one per client id, keyed by (seed, round, purpose, id)."""
+    ids = np.asarray(ids, dtype=np.uint64)
+    with np.errstate(over="ignore"):
+        z = _mix(ids * np.uint64(0x9E3779B97F4A7C15) + _key(seed, round_, purpose))
+    return (z >> np.uint64(11)).astype(np.float64) * (1.0 / (1 << 53))
+
+
+def normal(seed: int, round_: int, purpose: int, ids: np.ndarray) -> np.ndarray:
+    """Standard normal float64, one per client id, keyed like :func:`uniform` (Box-Muller)."""
+    u1 = uniform(seed, round_, purpose, ids)
+    u2 = uniform(seed, round_, purpose + 1000, ids)
+    return np.sqrt(-2.0 * np.log1p(-u1)) * np.cos(2.0 * np.pi * u2)

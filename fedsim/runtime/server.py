@@ -1,0 +1,172 @@
+"""The server: selects a cohort, plans it on the virtual clock, has it trained, aggregates."""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from fedsim.clock import OUTCOME_NAMES, plan_round
+from fedsim.config import Config
+from fedsim.data.base import FederatedDataset
+from fedsim.models.base import Model
+from fedsim.population import Population
+from fedsim.runtime.executors import Executor
+from fedsim.runtime.work import make_chunks
+from fedsim.strategies.base import Strategy
+
+
+@dataclass
+class RoundResult:
+    """One round's row of rounds.csv and its rows of clients.csv (columnar)."""
+
+    record: dict[str, Any]
+    clients: dict[str, np.ndarray]
+
+
+class Server:
+    """Runs synchronous rounds in simulated time; state is the model, the clock and counters."""
+
+    def __init__(
+        self,
+        cfg: Config,
+        dataset: FederatedDataset,
+        model: Model,
+        strategy: Strategy,
+        population: Population,
+        executor: Executor,
+    ) -> None:
+        self.cfg, self.dataset, self.model = cfg, dataset, model
+        self.strategy, self.population, self.executor = strategy, population, executor
+        self.sizes = dataset.client_sizes()
+        self.w = model.init(cfg.experiment.seed)
+        self.round = 0
+        self.sim_time_s = 0.0
+        self.cum_bytes_down = 0
+        self.cum_bytes_up = 0
+
+    async def run_round(self) -> RoundResult:
+        """Run the next round; the model is unchanged if too few clients report."""
+        t_start = time.perf_counter()
+        cfg, srv = self.cfg, self.cfg.server
+        r = self.round + 1
+        cohort = math.ceil(srv.over_selection * srv.clients_per_round)
+        ids = self.population.select(r, self.sim_time_s, cohort)
+        plan = plan_round(
+            self.population,
+            ids,
+            self.sizes[ids],
+            r,
+            clients_per_round=srv.clients_per_round,
+            local_epochs=cfg.training.local_epochs,
+            deadline_s=srv.deadline_s,
+            straggler_policy=srv.straggler_policy,
+            model_bytes=self.model.model_bytes,
+            update_bytes=self.model.model_bytes,
+        )
+        mask = plan.contributes
+        reporting = int(np.count_nonzero(mask))
+        failed = reporting < srv.min_completed
+        client_loss = np.full(len(ids), np.nan)
+        train_loss = math.nan
+        t_train = time.perf_counter()
+        if not failed:
+            chunks = make_chunks(
+                plan.ids[mask], plan.num_samples[mask], plan.epochs_done[mask], cfg.runtime.chunks
+            )
+            results = await self.executor.train(r, self.w, chunks)
+            weighted_sum = np.zeros(self.model.num_parameters, dtype=np.float64)
+            total = 0.0
+            for res in results:  # chunk order: the sum does not depend on scheduling
+                weighted_sum += res.weighted_sum
+                total += res.weight
+                client_loss[np.searchsorted(plan.ids, res.client_ids)] = res.train_loss
+            self.w = self.strategy.aggregate(self.w, weighted_sum, total)
+            n = plan.num_samples[mask].astype(np.float64)
+            train_loss = float(np.dot(n, client_loss[mask]) / n.sum())
+        t_aggregated = time.perf_counter()
+
+        self.round = r
+        self.sim_time_s += plan.duration_s
+        self.cum_bytes_down += plan.bytes_down
+        self.cum_bytes_up += plan.bytes_up
+        test_loss = test_acc = math.nan
+        if (srv.eval_every and r % srv.eval_every == 0) or r == srv.rounds:
+            test_loss, test_acc = self.evaluate()
+        record = {
+            "round": r,
+            "sim_time_s": self.sim_time_s,
+            "round_duration_s": plan.duration_s,
+            "selected": len(ids),
+            "completed": plan.count(0),
+            "stragglers": plan.count(1),
+            "dropped": plan.count(2),
+            "reporting": reporting,
+            "bytes_down": plan.bytes_down,
+            "bytes_up": plan.bytes_up,
+            "cum_bytes_down": self.cum_bytes_down,
+            "cum_bytes_up": self.cum_bytes_up,
+            "cum_bytes": self.cum_bytes_down + self.cum_bytes_up,
+            "train_loss": train_loss,
+            "test_accuracy": test_acc,
+            "test_loss": test_loss,
+            "failed": failed,
+            "server_s": (t_train - t_start),
+            "train_s": (t_aggregated - t_train),
+            "wall_time_s": time.perf_counter() - t_start,
+        }
+        tiers = self.population.tier[ids]
+        names = np.asarray(self.population.tier_names or ("all",), dtype=object)
+        clients = {
+            "round": np.full(len(ids), r, dtype=np.int64),
+            "client_id": ids,
+            "tier": names[np.minimum(tiers, len(names) - 1)],
+            "outcome": OUTCOME_NAMES[plan.outcome],
+            "num_samples": plan.num_samples,
+            "epochs_done": plan.epochs_done,
+            "download_s": plan.download_s,
+            "compute_s": plan.compute_s,
+            "upload_s": plan.upload_s,
+            "train_loss": client_loss,
+        }
+        return RoundResult(record, clients)
+
+    def evaluate(self) -> tuple[float, float]:
+        """(test loss, test accuracy) of the global model on the central test set."""
+        x, y = self.dataset.test_set()
+        return self.model.evaluate(self.w, x, y)
+
+    def get_model(self) -> np.ndarray:
+        return self.w
+
+
+class ServerActor:
+    """The server as a Ray actor: an asyncio round loop driving the worker pool."""
+
+    def __init__(
+        self,
+        cfg: Config,
+        dataset: FederatedDataset,
+        dataset_ref_box: list,
+        spec: Any,
+        model: Model,
+        strategy: Strategy,
+        population: Population,
+        num_workers: int,
+    ) -> None:  # noqa: E501
+        from fedsim.runtime.executors import RayExecutor
+
+        executor = RayExecutor(model, dataset_ref_box[0], spec, num_workers)
+        self.server = Server(cfg, dataset, model, strategy, population, executor)
+
+    async def run_round(self) -> RoundResult:
+        return await self.server.run_round()
+
+    def get_model(self) -> np.ndarray:
+        return self.server.w
+
+    def shutdown(self) -> None:
+        self.server.executor.shutdown()
