@@ -1,0 +1,33 @@
+"""Multinomial logistic regression: logits = x W + b on the flattened input (a convex model)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from fedsim.models.base import Model
+from fedsim.models.mlp import DenseNetwork
+from fedsim.registry import MODELS
+
+
+@dataclass(frozen=True)
+class SoftmaxOptions:
+    """Softmax regression has no options beyond its name."""
+
+
+class SoftmaxRegression(DenseNetwork):
+    """A dense network without hidden layers: P = D*K + K parameters (W row-major, then b)."""
+
+    def __init__(self, input_shape: tuple[int, ...], num_classes: int) -> None:
+        super().__init__(input_shape, num_classes, hidden=())
+
+    def init(self, seed: int) -> np.ndarray:
+        """All zeros, whatever the seed: the loss is convex, so no symmetry needs breaking."""
+        return np.zeros(self.num_parameters, dtype=np.float32)
+
+
+@MODELS.register("softmax", SoftmaxOptions)
+def make_softmax(options: SoftmaxOptions, input_shape: tuple[int, ...], num_classes: int) -> Model:
+    """Softmax regression with bias on the flattened input."""
+    return SoftmaxRegression(input_shape, num_classes)
