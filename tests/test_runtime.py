@@ -74,9 +74,12 @@ def _records(result) -> pd.DataFrame:
     return result.rounds.drop(columns=TIMING_COLUMNS)
 
 
-@pytest.mark.parametrize("strategy", ["fedavg", "fedprox"])
-def test_results_identical_for_local_and_one_two_four_ray_workers(ray_session, strategy):
-    overrides = [f"strategy.name='{strategy}'", "server.rounds=3"]
+@pytest.mark.parametrize(
+    "strategy, model",
+    [("fedavg", "softmax"), ("fedprox", "softmax"), ("fedavg", "mlp")],
+)
+def test_results_identical_for_local_and_one_two_four_ray_workers(ray_session, strategy, model):
+    overrides = [f"strategy.name='{strategy}'", "server.rounds=3", f"model.name='{model}'"]
     local = fedsim.run(small_config(*overrides))
     assert local.rounds["stragglers"].sum() > 0 and local.rounds["dropped"].sum() > 0
     assert (local.clients["epochs_done"] == 1).any(), "partial work happened"

@@ -8,6 +8,7 @@ from abc import ABC, abstractmethod
 from typing import Any
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from fedsim.data.base import FederatedDataset
 from fedsim.models.base import Model
@@ -40,9 +41,11 @@ class LocalExecutor(Executor):
     async def train(
         self, round_: int, w_global: np.ndarray, chunks: list[Chunk]
     ) -> list[ChunkResult]:
-        return [
-            train_chunk(self.model, self.dataset, w_global, self.spec, round_, c) for c in chunks
-        ]
+        with threadpool_limits(limits=1):
+            return [
+                train_chunk(self.model, self.dataset, w_global, self.spec, round_, c)
+                for c in chunks
+            ]
 
 
 def assign_chunks(chunks: list[Chunk], num_workers: int) -> list[list[Chunk]]:
@@ -61,6 +64,9 @@ class TrainWorker:
 
     def __init__(self, model: Model, dataset: FederatedDataset, spec: TrainSpec) -> None:
         self.model, self.dataset, self.spec = model, dataset, spec
+        # One BLAS thread per worker: a worker is one CPU's worth of work, and a BLAS result
+        # can depend on its thread count, which would make results depend on the backend.
+        threadpool_limits(limits=1)
 
     def train(self, round_: int, w_global: np.ndarray, chunks: list[Chunk]) -> list[ChunkResult]:
         return [

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from fedsim.clock import OUTCOME_NAMES, plan_round
 from fedsim.config import Config
@@ -137,7 +138,8 @@ class Server:
     def evaluate(self) -> tuple[float, float]:
         """(test loss, test accuracy) of the global model on the central test set."""
         x, y = self.dataset.test_set()
-        return self.model.evaluate(self.w, x, y)
+        with threadpool_limits(limits=1):
+            return self.model.evaluate(self.w, x, y)
 
     def get_model(self) -> np.ndarray:
         return self.w
