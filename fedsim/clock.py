@@ -17,6 +17,13 @@ deadline: when the last selected client finished or dropped). Clients that did n
 are stragglers; under ``straggler_policy = "partial"`` and a round that ran to its deadline,
 each straggler contributes the whole epochs it finished by the deadline (at least one, and at
 most as many as there are free places among the K).
+
+The alternative straggler model of Li et al. 2020 (FedProx, section 5.2), for
+``straggler_fraction > 0``: in every round that fraction of the selected clients (chosen by a
+keyed draw among those that did not drop) are stragglers that can run only a uniformly random
+whole number of epochs in [1, E); ``"drop"`` discards them (FedAvg), ``"partial"`` keeps their
+work (FedProx). The others complete; the round lasts until the slowest contributor finished
+(or the last dropped client failed).
 """
 
 from __future__ import annotations
@@ -68,6 +75,7 @@ def plan_round(
     straggler_policy: str,
     model_bytes: int,
     update_bytes: int,
+    straggler_fraction: float = 0.0,
 ) -> RoundPlan:
     """Decide every selected client's timeline and outcome for one round."""
     seed = population.seed
@@ -84,6 +92,25 @@ def plan_round(
 
     dropped = uniform(seed, round_, Purpose.DROPOUT, ids) < population.dropout_rate[ids]
     drop_time = uniform(seed, round_, Purpose.DROP_POINT, ids) * finish
+
+    if straggler_fraction > 0:
+        return _plan_fraction_stragglers(
+            seed,
+            round_,
+            ids,
+            n,
+            download_s,
+            epoch_s,
+            upload_s,
+            dropped,
+            drop_time,
+            clients_per_round=clients_per_round,
+            local_epochs=local_epochs,
+            straggler_policy=straggler_policy,
+            straggler_fraction=straggler_fraction,
+            model_bytes=model_bytes,
+            update_bytes=update_bytes,
+        )
 
     outcome = np.full(len(ids), STRAGGLER, dtype=np.int8)
     outcome[dropped] = DROPPED
@@ -142,3 +169,64 @@ def _keep_partial_work(
     # Most work first, then by client id: a deterministic choice of who fills the free places.
     keep = np.lexsort((ids[stragglers], -e))[:places]
     epochs_done[stragglers[keep]] = e[keep]
+
+
+def _plan_fraction_stragglers(
+    seed: int,
+    round_: int,
+    ids: np.ndarray,
+    n: np.ndarray,
+    download_s: np.ndarray,
+    epoch_s: np.ndarray,
+    upload_s: np.ndarray,
+    dropped: np.ndarray,
+    drop_time: np.ndarray,
+    *,
+    clients_per_round: int,
+    local_epochs: int,
+    straggler_policy: str,
+    straggler_fraction: float,
+    model_bytes: int,
+    update_bytes: int,
+) -> RoundPlan:
+    """Li et al. 2020's systems heterogeneity: a fixed fraction of the cohort straggles."""
+    alive = np.flatnonzero(~dropped)
+    num_stragglers = min(len(alive), int(round(straggler_fraction * len(ids))))
+    pick = uniform(seed, round_, Purpose.STRAGGLER, ids[alive])
+    straggling = alive[np.lexsort((ids[alive], pick))[:num_stragglers]]
+    u = uniform(seed, round_, Purpose.STRAGGLER + 1000, ids)
+    partial_epochs = 1 + np.floor(u * max(local_epochs - 1, 1)).astype(np.int64)
+    partial_epochs = np.minimum(partial_epochs, max(local_epochs - 1, 1))
+
+    outcome = np.full(len(ids), COMPLETED, dtype=np.int8)
+    outcome[dropped] = DROPPED
+    outcome[straggling] = STRAGGLER
+    finish = download_s + local_epochs * epoch_s + upload_s
+    # Over-selection still keeps only the first K finishers among the clients that complete.
+    finishers = np.flatnonzero(outcome == COMPLETED)
+    order = finishers[np.lexsort((ids[finishers], finish[finishers]))]
+    outcome[order[clients_per_round:]] = STRAGGLER
+    done = order[:clients_per_round]
+    epochs_done = np.zeros(len(ids), dtype=np.int64)
+    epochs_done[done] = local_epochs
+    ends = [finish[done]]
+    if straggler_policy == "partial":
+        places = clients_per_round - len(done)
+        keep = straggling[np.argsort(ids[straggling], kind="stable")][: max(places, 0)]
+        epochs_done[keep] = partial_epochs[keep]
+        ends.append(download_s[keep] + partial_epochs[keep] * epoch_s[keep] + upload_s[keep])
+    ends.append(drop_time[dropped])
+    all_ends = np.concatenate(ends)
+    contributors = int(np.count_nonzero(epochs_done))
+    return RoundPlan(
+        ids=ids,
+        num_samples=n,
+        outcome=outcome,
+        epochs_done=epochs_done,
+        download_s=download_s,
+        compute_s=local_epochs * epoch_s,
+        upload_s=upload_s,
+        duration_s=float(all_ends.max()) if len(all_ends) else 0.0,
+        bytes_down=int(model_bytes) * len(ids),
+        bytes_up=int(update_bytes) * contributors,
+    )

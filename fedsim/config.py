@@ -208,6 +208,7 @@ class ServerConfig:
     over_selection: float = field(default=1.0, metadata=check(at_least(1.0)))
     deadline_s: float = field(default=math.inf, metadata=check(positive))
     straggler_policy: Literal["drop", "partial"] = "drop"
+    straggler_fraction: float = field(default=0.0, metadata=check(in_range(0, 1, hi_open=True)))
     min_completed: int = field(default=1, metadata=check(positive))
     eval_every: int = field(default=1, metadata=check(non_negative))
 
@@ -298,6 +299,11 @@ def _cross_check(cfg: Config) -> None:
     if k > n:
         raise ConfigError(
             f"server.clients_per_round: must be <= population.num_clients ({n}), got {k}"
+        )
+    if cfg.server.straggler_fraction > 0 and math.isfinite(cfg.server.deadline_s):
+        raise ConfigError(
+            "server.straggler_fraction: the fraction straggler model replaces the deadline; "
+            f"set server.deadline_s = inf (got {cfg.server.deadline_s:g})"
         )
     if cfg.server.min_completed > k:
         raise ConfigError(

@@ -143,3 +143,43 @@ def test_plan_is_a_pure_function_of_seed_round_and_ids():
     c = plan_round(pop, ids[1:2], np.full(1, 80), 7, **{**kw, "clients_per_round": 1})
     assert c.compute_s[0] == a.compute_s[1]
     assert (c.outcome[0] == DROPPED) == (a.outcome[1] == DROPPED)
+
+
+@pytest.mark.parametrize("policy", ["drop", "partial"])
+def test_fraction_stragglers_follow_li_et_al(policy):
+    cfg = small_config("population.dropout_rate=0.0", "server.deadline_s=inf")
+    pop = Population(cfg.population, seed=2)
+    seen_epochs = []
+    for r in range(1, 200):
+        ids = pop.select(r, 0.0, 10)
+        p = plan_round(
+            pop,
+            ids,
+            np.full(10, 50),
+            r,
+            clients_per_round=10,
+            local_epochs=20,
+            deadline_s=math.inf,
+            straggler_policy=policy,
+            model_bytes=100,
+            update_bytes=100,
+            straggler_fraction=0.9,
+        )
+        stragglers = p.outcome == STRAGGLER
+        assert stragglers.sum() == 9 and p.count(COMPLETED) == 1
+        assert (p.epochs_done[~stragglers] == 20).all()
+        if policy == "drop":
+            assert (p.epochs_done[stragglers] == 0).all()
+            assert p.bytes_up == 100
+        else:
+            e = p.epochs_done[stragglers]
+            assert ((e >= 1) & (e <= 19)).all()
+            seen_epochs.extend(e.tolist())
+            assert p.bytes_up == 1000
+            ends = p.download_s + p.compute_s / 20 * p.epochs_done + p.upload_s
+            assert p.duration_s == pytest.approx(ends.max())
+    if policy == "partial":
+        counts = np.bincount(seen_epochs, minlength=20)[1:]
+        # Uniform over 1..19: every value appears, none far from 1/19 of the draws.
+        assert counts.min() > 0
+        np.testing.assert_allclose(counts / counts.sum(), 1 / 19, atol=0.03)

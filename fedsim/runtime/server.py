@@ -67,6 +67,7 @@ class Server:
             straggler_policy=srv.straggler_policy,
             model_bytes=self.model.model_bytes,
             update_bytes=self.model.model_bytes,
+            straggler_fraction=srv.straggler_fraction,
         )
         mask = plan.contributes
         reporting = int(np.count_nonzero(mask))
