@@ -211,6 +211,7 @@ class ServerConfig:
     straggler_fraction: float = field(default=0.0, metadata=check(in_range(0, 1, hi_open=True)))
     min_completed: int = field(default=1, metadata=check(positive))
     eval_every: int = field(default=1, metadata=check(non_negative))
+    eval_train: bool = False
 
 
 @dataclass(frozen=True)

@@ -27,6 +27,8 @@ ROUND_COLUMNS = [
     "train_loss",
     "test_accuracy",
     "test_loss",
+    "global_train_loss",
+    "global_train_accuracy",
     "failed",
     "server_s",
     "train_s",

@@ -126,3 +126,16 @@ def test_records_add_up():
     assert per_round["dropped"].tolist() == r["dropped"].tolist()
     assert result.summary["bytes_up_total"] == r["bytes_up"].sum()
     assert result.summary["num_parameters"] == 610
+
+
+def test_eval_train_measures_the_global_objective_on_training_data():
+    cfg = small_config("server.rounds=2", "server.eval_train=true", "server.eval_every=1")
+    result = fedsim.run(cfg)
+    exp = prepare(cfg)
+    x, y = exp.dataset.train_eval_set()
+    loss, acc = exp.model.evaluate(result.model, x, y)
+    assert result.rounds["global_train_loss"].iloc[-1] == pytest.approx(loss, rel=1e-12)
+    assert result.rounds["global_train_accuracy"].iloc[-1] == pytest.approx(acc, rel=1e-12)
+    ids = exp.dataset.eval_client_ids()
+    assert len(y) == sum(len(exp.dataset.client_train(int(k))[1]) for k in ids)
+    assert fedsim.run(small_config("server.rounds=1")).rounds["global_train_loss"].isna().all()

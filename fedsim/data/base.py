@@ -35,6 +35,19 @@ class FederatedDataset(ABC):
         """A client's own held-out samples, where the dataset has them (fairness evaluation)."""
         return None
 
+    def train_eval_set(self, max_clients: int = 1000) -> tuple[np.ndarray, np.ndarray]:
+        """Training data on which the global objective is measured (``server.eval_train``).
+
+        All clients' training data, or that of a fixed seeded sample of ``max_clients`` clients
+        when there are more.
+        """
+        ids = np.arange(self.num_clients)
+        if self.num_clients > max_clients:
+            rng = np.random.default_rng(np.random.SeedSequence([self.num_clients, 0x7E57]))
+            ids = np.sort(rng.choice(self.num_clients, max_clients, replace=False))
+        parts = [self.client_train(int(k)) for k in ids]
+        return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+
     def label_counts(self, client_ids: np.ndarray) -> np.ndarray:
         """Per-client label histogram, int64 of shape (len(client_ids), num_classes)."""
         out = np.zeros((len(client_ids), self.num_classes), dtype=np.int64)

@@ -115,6 +115,11 @@ class SyntheticDataset(FederatedDataset):
             )
         return self._test
 
+    def train_eval_set(self, max_clients: int = 1000) -> tuple[np.ndarray, np.ndarray]:
+        """The training data of the evaluation devices (the same devices as the test set)."""
+        parts = [self.client_train(int(k)) for k in self.eval_client_ids()]
+        return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+
     def __getstate__(self) -> dict:
         # The cached test set stays where it was built; workers never need it.
         state = dict(self.__dict__)

@@ -48,6 +48,7 @@ class Server:
         self.sim_time_s = 0.0
         self.cum_bytes_down = 0
         self.cum_bytes_up = 0
+        self._train_eval: tuple[np.ndarray, np.ndarray] | None = None
 
     async def run_round(self) -> RoundResult:
         """Run the next round; the model is unchanged if too few clients report."""
@@ -95,9 +96,11 @@ class Server:
         self.sim_time_s += plan.duration_s
         self.cum_bytes_down += plan.bytes_down
         self.cum_bytes_up += plan.bytes_up
-        test_loss = test_acc = math.nan
+        test_loss = test_acc = global_loss = global_acc = math.nan
         if (srv.eval_every and r % srv.eval_every == 0) or r == srv.rounds:
             test_loss, test_acc = self.evaluate()
+            if srv.eval_train:
+                global_loss, global_acc = self.evaluate_train()
         record = {
             "round": r,
             "sim_time_s": self.sim_time_s,
@@ -115,6 +118,8 @@ class Server:
             "train_loss": train_loss,
             "test_accuracy": test_acc,
             "test_loss": test_loss,
+            "global_train_loss": global_loss,
+            "global_train_accuracy": global_acc,
             "failed": failed,
             "server_s": (t_train - t_start),
             "train_s": (t_aggregated - t_train),
@@ -139,6 +144,14 @@ class Server:
     def evaluate(self) -> tuple[float, float]:
         """(test loss, test accuracy) of the global model on the central test set."""
         x, y = self.dataset.test_set()
+        with threadpool_limits(limits=1):
+            return self.model.evaluate(self.w, x, y)
+
+    def evaluate_train(self) -> tuple[float, float]:
+        """(loss, accuracy) of the global model on training data: the global objective."""
+        if self._train_eval is None:
+            self._train_eval = self.dataset.train_eval_set()
+        x, y = self._train_eval
         with threadpool_limits(limits=1):
             return self.model.evaluate(self.w, x, y)
 
