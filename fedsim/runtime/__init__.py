@@ -1,0 +1,1 @@
+"""Where training runs: chunks of clients, the local and Ray executors, the server."""
