@@ -1,4 +1,4 @@
-"""The ``plot`` and ``compare`` subcommands of the ``fedsim`` command line.
+"""The ``plot``, ``compare`` and ``sweep`` subcommands of the ``fedsim`` command line.
 
 Plotting and pandas are imported only when a command runs, so registering the commands keeps
 the start of every other ``fedsim`` command fast.
@@ -19,7 +19,7 @@ _RUN_ERRORS = (FileNotFoundError, NotADirectoryError, ValueError)
 
 
 def add_commands(subparsers: argparse._SubParsersAction) -> None:
-    """Register ``plot`` and ``compare`` on the main parser's subparsers."""
+    """Register ``plot``, ``compare`` and ``sweep`` on the main parser's subparsers."""
     plot = subparsers.add_parser(
         "plot",
         help="draw figures of one or more runs",
@@ -68,6 +68,48 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     )
     compare.set_defaults(func=run_compare)
 
+    sweep = subparsers.add_parser(
+        "sweep",
+        help="run an experiment over a grid of config values and seeds",
+        description="Run the cartesian product of the --grid values, each with --seeds seeds "
+        "(experiment.seed + 0, 1, ...), one after another in this process, each into its own "
+        "folder; then write sweep.csv, comparison.csv/.md and comparison plots. Repeating the "
+        "command skips the runs already finished.",
+    )
+    sweep.add_argument("config", help="experiment TOML file")
+    sweep.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="override a config value for every run (TOML syntax), repeatable",
+    )
+    sweep.add_argument(
+        "--grid",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=V1,V2,...",
+        help="values to sweep (TOML syntax, else strings), repeatable; runs cover every "
+        "combination",
+    )
+    sweep.add_argument(
+        "--seeds", type=int, default=1, metavar="N", help="seeds per combination (default 1)"
+    )
+    sweep.add_argument(
+        "--out", metavar="DIR", help="sweep folder (default results/<experiment>-sweep)"
+    )
+    sweep.add_argument(
+        "--target",
+        type=float,
+        metavar="ACC",
+        help="target test accuracy in (0, 1]: the table adds the cost to reach it",
+    )
+    sweep.add_argument(
+        "--no-plots", action="store_true", help="skip the figures (tables only, faster)"
+    )
+    sweep.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    sweep.set_defaults(func=run_sweep)
+
 
 def run_plot(args: argparse.Namespace) -> int:
     """Execute ``fedsim plot``; return the exit code."""
@@ -106,7 +148,43 @@ def run_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_sweep(args: argparse.Namespace) -> int:
+    """Execute ``fedsim sweep``; return the exit code. Config errors raise ConfigError."""
+    from fedsim.analysis.sweep import sweep
+    from fedsim.runtime.errors import RunError
+
+    target = args.target
+    if target is not None and not (math.isfinite(target) and 0 < target <= 1):
+        return _fail(f"--target must be an accuracy in (0, 1], got {target}")
+    again = "run the same command again to continue (finished runs are skipped)"
+    try:
+        result = sweep(
+            args.config,
+            args.grid,
+            overrides=args.set,
+            seeds=args.seeds,
+            out_dir=args.out,
+            progress=not args.quiet,
+            target=target,
+            plots=not args.no_plots,
+        )
+    except KeyboardInterrupt:
+        print(f"fedsim: sweep interrupted; {again}", file=sys.stderr)
+        return 130
+    except RunError as err:
+        print(f"fedsim: error: {_one_line(err)}; {again}", file=sys.stderr)
+        return 1
+    print()
+    print(result.comparison)
+    print(f"results: {result.out_dir}")
+    return 0
+
+
 def _fail(err: BaseException | str) -> int:
     # One line on stderr whatever the exception text looks like.
-    print("error: " + " ".join(str(err).split()), file=sys.stderr)
+    print("error: " + _one_line(err), file=sys.stderr)
     return 2
+
+
+def _one_line(err: BaseException | str) -> str:
+    return " ".join(str(err).split())

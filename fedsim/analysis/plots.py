@@ -56,6 +56,11 @@ _PHASES = ("download_s", "compute_s", "upload_s")
 _LOG_SPAN = 100.0
 # Mark evaluation points when they are few enough to tell apart.
 _MAX_MARKED_POINTS = 25
+# A legend inside the axes only when it is small; otherwise it goes below them.
+_INSIDE_LEGEND_ENTRIES = 4
+_INSIDE_LEGEND_CHARS = 50
+# Characters of a legend line at SMALL_FONT_SIZE across COLUMN_WIDTH_IN.
+_LEGEND_LINE_CHARS = 60
 
 
 @dataclass
@@ -258,22 +263,29 @@ def plot_client_times(run: Run | str | Path) -> PlotResult:
     return fig, np.array([ax_times, ax_tiers]), data
 
 
-def plot_label_distribution(run: Run | str | Path) -> PlotResult:
+def plot_label_distribution(source: Run | str | Path | pd.DataFrame) -> PlotResult:
     """Heatmap of each client's label mix (fraction of its samples) and a client-size histogram.
 
-    ``data`` is long: one row per client and label with ``count``, ``fraction`` and the client's
-    ``num_samples``.
+    ``source`` is a run (its ``partition.csv``) or a partition table itself, with columns
+    ``client_id``, ``label_0 ... label_K`` and optionally ``num_samples``. Sizes spanning more
+    than a factor 100 are binned on a log axis. ``data`` is long: one row per client and label
+    with ``count``, ``fraction`` and the client's ``num_samples``.
     """
-    run = _one_run(run)
-    if run.partition is None:
-        raise FileNotFoundError(f"run {run.name} has no partition.csv")
-    partition = run.partition.sort_values("client_id", kind="stable").reset_index(drop=True)
+    if isinstance(source, pd.DataFrame):
+        partition, where = source, "partition table"
+    else:
+        run = _one_run(source)
+        if run.partition is None:
+            raise FileNotFoundError(f"run {run.name} has no partition.csv")
+        partition, where = run.partition, str(run.path / "partition.csv")
+    _require_columns(partition, ("client_id",), "the label distribution")
+    partition = partition.sort_values("client_id", kind="stable").reset_index(drop=True)
     label_columns = sorted(
         (c for c in partition.columns if re.fullmatch(r"label_\d+", c)),
         key=lambda c: int(c.removeprefix("label_")),
     )
     if not label_columns:
-        raise ValueError(f"{run.path / 'partition.csv'}: no label_<k> columns")
+        raise ValueError(f"{where}: no label_<k> columns")
     counts = partition[label_columns].to_numpy(dtype=float)
     sizes = (
         partition["num_samples"].to_numpy(dtype=float)
@@ -307,8 +319,14 @@ def plot_label_distribution(run: Run | str | Path) -> PlotResult:
     colorbar.set_label("fraction of client's samples", fontsize=SMALL_FONT_SIZE)
     colorbar.ax.tick_params(labelsize=SMALL_FONT_SIZE)
 
-    bins = int(min(30, max(5, math.ceil(math.sqrt(len(sizes))))))
+    bins: Any = int(min(30, max(5, math.ceil(math.sqrt(len(sizes))))))
+    # Heavy-tailed sizes (lognormal, power law) would all fall into the first linear bin.
+    log_sizes = len(sizes) > 0 and sizes.min() > 0 and sizes.max() / sizes.min() > _LOG_SPAN
+    if log_sizes:
+        bins = np.geomspace(sizes.min(), sizes.max(), bins + 1)
     ax_hist.hist(sizes, bins=bins, color="tab:blue", edgecolor="white", linewidth=0.3)
+    if log_sizes:
+        ax_hist.set_xscale("log")
     ax_hist.set_xlabel("samples per client")
     ax_hist.set_ylabel("clients (count)")
     ax_hist.yaxis.set_major_locator(MaxNLocator(integer=True))
@@ -418,8 +436,38 @@ def _style(ax: Axes) -> None:
 
 def _legend(ax: Axes, curves: Sequence[_Curve]) -> None:
     # One plain curve needs no legend; a seed band does, to say how many seeds it spans.
-    if len(curves) > 1 or any(c.n_runs > 1 for c in curves):
+    if not (len(curves) > 1 or any(c.n_runs > 1 for c in curves)):
+        return
+    labels = [c.label for c in curves if c.x.size]
+    if len(labels) <= _INSIDE_LEGEND_ENTRIES and all(
+        len(label) <= _INSIDE_LEGEND_CHARS for label in labels
+    ):
         ax.legend(fontsize=SMALL_FONT_SIZE, frameon=False)
+        return
+    # Many or long labels (a sweep's) would cover the curves and squeeze the axes to nothing:
+    # wrap them into a figure legend below everything and make the figure taller to hold it.
+    handles, texts = ax.get_legend_handles_labels()
+    wrapped = [_wrap_label(t) for t in texts]
+    lines = sum(t.count("\n") + 1 for t in wrapped)
+    fig = ax.get_figure()
+    width, height = fig.get_size_inches()
+    fig.set_size_inches(width, height + lines * SMALL_FONT_SIZE * 1.3 / 72 + 0.15)
+    fig.legend(
+        handles, wrapped, fontsize=SMALL_FONT_SIZE, frameon=False, loc="outside lower center"
+    )
+
+
+def _wrap_label(label: str) -> str:
+    """Break a legend label after its commas so that each line fits the figure width."""
+    lines = [""]
+    for part in label.split(", "):
+        candidate = f"{lines[-1]}, {part}" if lines[-1] else part
+        if len(candidate) > _LEGEND_LINE_CHARS and lines[-1]:
+            lines[-1] += ","
+            lines.append(part)
+        else:
+            lines[-1] = candidate
+    return "\n".join(lines)
 
 
 def _one_run(run: Run | str | Path) -> Run:
