@@ -212,15 +212,39 @@ class ServerConfig:
     min_completed: int = field(default=1, metadata=check(positive))
     eval_every: int = field(default=1, metadata=check(non_negative))
     eval_train: bool = False
+    # L2 norm of a client's update (w_k - w_global) above which it is rejected; inf = no bound.
+    max_update_norm: float = field(default=math.inf, metadata=check(positive))
+
+
+def _ray_address(v: str) -> str | None:
+    """'' (start a local Ray), 'auto', 'ray://host:port' (Ray Client) or 'host:port' (GCS)."""
+    if v in ("", "auto"):
+        return None
+    hostport = v.removeprefix("ray://")
+    host, _, port = hostport.rpartition(":")
+    if host and port.isdigit() and 0 < int(port) < 65536:
+        return None
+    return f"must be '', 'auto', 'ray://host:port' or 'host:port', got {v!r}"
 
 
 @dataclass(frozen=True)
 class RuntimeConfig:
     backend: Literal["ray", "local"] = "ray"
     workers: int = field(default=0, metadata=check(non_negative))
-    address: str = ""
+    address: str = field(default="", metadata=check(_ray_address))
     chunks: int = field(default=8, metadata=check(positive))
     progress: bool = True
+    checkpoint_every: int = field(default=10, metadata=check(non_negative))
+    max_worker_restarts: int = field(default=3, metadata=check(non_negative))
+
+
+@dataclass(frozen=True)
+class FaultsConfig:
+    """Fault injection, for testing that a run survives them; every draw is keyed."""
+
+    kill_worker_at_round: int = field(default=0, metadata=check(non_negative))  # 0 = never
+    kill_worker_times: int = field(default=1, metadata=check(positive))
+    nan_update_rate: float = field(default=0.0, metadata=check(in_range(0, 1)))
 
 
 @dataclass(frozen=True)
@@ -234,6 +258,7 @@ class Config:
     strategy: ComponentConfig = ComponentConfig("fedavg", None)
     server: ServerConfig = ServerConfig()
     runtime: RuntimeConfig = RuntimeConfig()
+    faults: FaultsConfig = FaultsConfig()
 
     def to_dict(self) -> dict[str, Any]:
         """The resolved config as plain TOML-ready tables (inverse of :func:`from_dict`)."""
@@ -259,6 +284,7 @@ _PLAIN: dict[str, type] = {
     "training": TrainingConfig,
     "server": ServerConfig,
     "runtime": RuntimeConfig,
+    "faults": FaultsConfig,
 }
 
 

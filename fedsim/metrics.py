@@ -10,6 +10,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from fedsim.options import ConfigError
+
 ROUND_COLUMNS = [
     "round",
     "sim_time_s",
@@ -19,6 +21,7 @@ ROUND_COLUMNS = [
     "stragglers",
     "dropped",
     "reporting",
+    "rejected",
     "bytes_down",
     "bytes_up",
     "cum_bytes_down",
@@ -36,23 +39,69 @@ ROUND_COLUMNS = [
 ]
 
 
+ROUNDS_FILE = "rounds.csv"
+CLIENTS_FILE = "clients.csv"
+
+
 class Recorder:
-    """Writes rounds.csv / clients.csv row by row (flushed each round) into ``out_dir``."""
+    """Writes rounds.csv / clients.csv row by row (flushed each round) into ``out_dir``.
+
+    ``offsets`` holds each file's size after the last complete round, so a checkpoint can
+    record where the records of its round end and a resumed run can cut off what follows.
+    """
 
     def __init__(self, out_dir: Path | None, client_records: bool = True) -> None:
         self.out_dir = out_dir
         self.client_records = client_records
         self.rounds: list[dict[str, Any]] = []
         self.client_frames: list[pd.DataFrame] = []
+        self.offsets: dict[str, int] = {ROUNDS_FILE: 0, CLIENTS_FILE: 0}
+
+    @classmethod
+    def reopen(
+        cls, out_dir: Path, offsets: dict[str, int], client_records: bool = True
+    ) -> Recorder:
+        """Continue the records in ``out_dir``: cut each file to ``offsets``, then read it."""
+        rec = cls(out_dir, client_records)
+        for name in (ROUNDS_FILE, CLIENTS_FILE):
+            path, size = out_dir / name, int(offsets.get(name, 0))
+            if size == 0:
+                path.unlink(missing_ok=True)
+                continue
+            have = path.stat().st_size if path.exists() else 0
+            if have < size:
+                raise ConfigError(
+                    f"{path}: holds {have} bytes, the checkpoint needs {size}; records damaged"
+                )
+        # Validate before cutting anything, so a refused resume leaves the folder as it was.
+        if offsets.get(ROUNDS_FILE, 0):
+            with (out_dir / ROUNDS_FILE).open() as f:
+                header = f.readline().rstrip("\r\n").split(",")
+            if header != ROUND_COLUMNS:
+                raise ConfigError(
+                    f"{out_dir / ROUNDS_FILE}: columns differ from this version of fedsim's "
+                    "rounds.csv; cannot continue it"
+                )
+        for name in (ROUNDS_FILE, CLIENTS_FILE):
+            size = int(offsets.get(name, 0))
+            if size:
+                os.truncate(out_dir / name, size)
+            rec.offsets[name] = size
+        if rec.offsets[ROUNDS_FILE]:
+            frame = pd.read_csv(out_dir / ROUNDS_FILE)
+            rec.rounds = frame.to_dict("records")
+        if client_records and rec.offsets[CLIENTS_FILE]:
+            rec.client_frames = [pd.read_csv(out_dir / CLIENTS_FILE)]
+        return rec
 
     def add(self, record: dict[str, Any], clients: dict[str, np.ndarray]) -> None:
         self.rounds.append(record)
         row = pd.DataFrame([record], columns=ROUND_COLUMNS)
-        self._append("rounds.csv", row)
+        self._append(ROUNDS_FILE, row)
         if self.client_records:
             frame = pd.DataFrame(clients)
             self.client_frames.append(frame)
-            self._append("clients.csv", frame)
+            self._append(CLIENTS_FILE, frame)
 
     def _append(self, name: str, frame: pd.DataFrame) -> None:
         if self.out_dir is None:
@@ -62,6 +111,17 @@ class Recorder:
         with path.open("a", newline="") as f:
             frame.to_csv(f, header=new, index=False, float_format="%.10g")
             f.flush()
+            self.offsets[name] = os.fstat(f.fileno()).st_size
+
+    def sync(self) -> None:
+        """Flush the records to disk, so a checkpoint never outlives the rows it counts."""
+        if self.out_dir is None:
+            return
+        for name in (ROUNDS_FILE, CLIENTS_FILE):
+            path = self.out_dir / name
+            if path.exists():
+                with path.open("rb") as f:
+                    os.fsync(f.fileno())
 
     def rounds_frame(self) -> pd.DataFrame:
         return pd.DataFrame(self.rounds, columns=ROUND_COLUMNS)

@@ -10,11 +10,13 @@ which order, or on which worker.
 
 from __future__ import annotations
 
-from enum import IntEnum
+from enum import IntEnum, unique
 
 import numpy as np
 
 
+# unique: two purposes sharing a value would silently share their random streams.
+@unique
 class Purpose(IntEnum):
     SELECT = 1
     DROPOUT = 2
@@ -30,6 +32,7 @@ class Purpose(IntEnum):
     SIZES = 12
     STRAGGLER = 13
     PARTITION = 14
+    FAULT_NAN = 15
 
 
 def generator(seed: int, *keys: int) -> np.random.Generator:

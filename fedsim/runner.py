@@ -8,6 +8,9 @@ import json
 import logging
 import math
 import os
+import signal
+import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -17,17 +20,22 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from fedsim import checkpoint
 from fedsim import config as config_mod
 from fedsim.config import Config
 from fedsim.data import FederatedDataset, build_dataset
 from fedsim.metrics import Recorder, write_json, write_text
 from fedsim.models.base import Model
+from fedsim.options import ConfigError
 from fedsim.population import Population
 from fedsim.registry import MODELS, STRATEGIES
+from fedsim.runtime.errors import RunError, WorkerFailedError
 from fedsim.runtime.executors import LocalExecutor
 from fedsim.runtime.server import RoundResult, Server, ServerActor
 from fedsim.runtime.work import TrainSpec
 from fedsim.strategies.base import Strategy
+
+CONFIG_FILE = "config.toml"
 
 #: Above this many clients, partition.csv is written only for datasets held in memory; lazily
 #: generated data would have to be generated in full just to count labels.
@@ -44,6 +52,14 @@ class RunResult:
     summary: dict[str, Any]
     model: np.ndarray
     out_dir: Path | None
+
+
+class RunInterrupted(KeyboardInterrupt):  # noqa: N818  (it is a KeyboardInterrupt)
+    """Ctrl-C or SIGTERM stopped the run after ``round``; ``out_dir`` holds its checkpoint."""
+
+    def __init__(self, round_: int, rounds: int, out_dir: Path | None) -> None:
+        super().__init__(f"stopped after round {round_} of {rounds}")
+        self.round, self.rounds, self.out_dir = round_, rounds, out_dir
 
 
 @dataclass
@@ -93,6 +109,8 @@ def train_spec(cfg: Config, strategy: Strategy) -> TrainSpec:
         learning_rate=t.learning_rate,
         shuffle=t.shuffle,
         prox_mu=strategy.prox_mu,
+        max_update_norm=cfg.server.max_update_norm,
+        nan_update_rate=cfg.faults.nan_update_rate,
     )
 
 
@@ -109,7 +127,10 @@ def ensure_ray(address: str = "") -> None:
         "log_to_driver": True,
     }
     if address:
-        ray.init(address=address, **kwargs)
+        try:
+            ray.init(address=address, **kwargs)
+        except ConnectionError as err:
+            raise ConfigError(f"runtime.address: cannot connect to {address!r} ({err})") from None
     else:
         ray.init(num_cpus=os.cpu_count() or 1, **kwargs)
 
@@ -151,14 +172,39 @@ class _Session:
             return asyncio.run(self.server.run_round())
         import ray
 
-        return ray.get(self.actor.run_round.remote())
+        try:
+            out = ray.get(self.actor.run_round.remote())
+        except ray.exceptions.RayActorError as err:
+            raise RunError(0, f"the server actor died ({_first_line(err)})") from None
+        if isinstance(out, RunError):
+            raise out
+        return out
 
-    def model(self) -> np.ndarray:
+    def _call(self, method: str, *args: Any) -> Any:
         if self.backend == "local":
-            return self.server.w
+            return getattr(self.server, method)(*args)
         import ray
 
-        return ray.get(self.actor.get_model.remote())
+        return ray.get(getattr(self.actor, method).remote(*args))
+
+    def model(self) -> np.ndarray:
+        return self._call("get_model")
+
+    def state_dict(self) -> dict[str, Any]:
+        return self._call("state_dict")
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self._call("load_state_dict", state)
+
+    def worker_restarts(self) -> int:
+        return 0 if self.backend == "local" else self._call("worker_restarts")
+
+    def nodes(self) -> int:
+        """How many machines (Ray nodes) the training workers run on."""
+        return 1 if self.backend == "local" else len(set(self._call("worker_nodes")))
+
+    def worker_pids(self) -> list[int]:
+        return [os.getpid()] if self.backend == "local" else self._call("worker_pids")
 
     def close(self) -> None:
         if self.backend == "local":
@@ -167,6 +213,8 @@ class _Session:
 
         try:
             ray.get(self.actor.shutdown.remote())
+        except ray.exceptions.RayError:
+            pass  # already gone; closing must not hide why the run stopped
         finally:
             ray.kill(self.actor)
 
@@ -178,42 +226,215 @@ def run(
     out_dir: str | Path | None = None,
     progress: bool = False,
     on_round: Callable[[dict[str, Any]], None] | None = None,
+    resume: bool = False,
 ) -> RunResult:
-    """Run an experiment; with ``out_dir`` its records are written there as rounds finish."""
+    """Run an experiment; with ``out_dir`` its records are written there as rounds finish.
+
+    ``out_dir`` must not hold a run already, unless ``resume``: then that run is continued
+    from its last checkpoint (its config must be this one, see :func:`resume`).
+    """
     base_dir = None
     if isinstance(config, str | Path):
         base_dir = Path(config).resolve().parent
         cfg = config_mod.load(config, list(overrides))
     else:
         cfg = config_mod.with_overrides(config, list(overrides)) if overrides else config
-    exp = prepare(cfg, base_dir)
     out = Path(out_dir) if out_dir is not None else None
-    if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
-        write_text(out / "config.toml", config_mod.dumps_toml(cfg.to_dict()))
-        _write_partition(exp, out)
+    if out is not None and (out / CONFIG_FILE).exists():
+        if not resume:
+            raise ConfigError(
+                f"{out}: already holds a run; continue it with fedsim run --resume {out}, "
+                "or choose another output folder"
+            )
+        return _continue(out, cfg, base_dir, progress, on_round)
+    exp = prepare(cfg, base_dir)
+    return _execute(exp, out, None, progress, on_round)
+
+
+def resume(
+    run_dir: str | Path,
+    *,
+    overrides: list[str] | tuple[str, ...] = (),
+    progress: bool = False,
+    on_round: Callable[[dict[str, Any]], None] | None = None,
+) -> RunResult:
+    """Continue the run in ``run_dir`` from its last checkpoint, appending to its records.
+
+    The rows after the checkpoint are cut off and computed again, so the records end as an
+    uninterrupted run's would. ``overrides`` may change only what does not alter results
+    (``server.rounds``, ``runtime.*`` but ``chunks``, ``faults.kill_worker_*``).
+    """
+    run_dir = Path(run_dir)
+    if not (run_dir / CONFIG_FILE).is_file():
+        what = "no such folder" if not run_dir.is_dir() else f"not a run folder (no {CONFIG_FILE})"
+        raise ConfigError(f"{run_dir}: {what}")
+    cfg = config_mod.load(run_dir / CONFIG_FILE, list(overrides))
+    return _continue(run_dir, cfg, None, progress, on_round)
+
+
+def _continue(
+    run_dir: Path,
+    cfg: Config,
+    base_dir: Path | None,
+    progress: bool,
+    on_round: Callable[[dict[str, Any]], None] | None,
+) -> RunResult:
+    ckpt = checkpoint.load(run_dir)
+    if ckpt is None:
+        raise ConfigError(f"{run_dir}: has no checkpoint to resume from")
+    checkpoint.check_resumable(ckpt, cfg)
+    if base_dir is None and ckpt.state.get("base_dir"):
+        base_dir = Path(ckpt.state["base_dir"])
+    return _execute(prepare(cfg, base_dir), run_dir, ckpt, progress, on_round)
+
+
+def _execute(
+    exp: Experiment,
+    out: Path | None,
+    ckpt: checkpoint.Checkpoint | None,
+    progress: bool,
+    on_round: Callable[[dict[str, Any]], None] | None,
+) -> RunResult:
+    """Run (or continue from ``ckpt``) the rounds of a validated experiment."""
+    cfg = exp.cfg
     t0 = time.perf_counter()
+    history: dict[str, Any] = {"wall_time_s": 0.0, "resumed_from_rounds": [], "restarts": 0}
+    if ckpt is not None:
+        history = {k: ckpt.state["history"][k] for k in history}
+        history["resumed_from_rounds"] = [*history["resumed_from_rounds"], ckpt.round]
+    # Ray is started (or reached) before anything is written, so a bad address leaves no folder.
     session = _Session(exp)
-    recorder = Recorder(out)
-    bar = _progress_bar(cfg, progress)
+    bar = lock = None
     try:
-        for _ in range(cfg.server.rounds):
-            result = session.round()
-            recorder.add(result.record, result.clients)
-            if bar is not None:
-                _update_bar(bar, result.record, recorder)
-            if on_round is not None:
-                on_round(result.record)
+        if out is not None:
+            lock = checkpoint.RunLock(out)
+        if ckpt is None:
+            recorder = Recorder(out)
+            if out is not None:
+                _start_run_dir(exp, out)
+        else:
+            assert out is not None
+            session.load_state_dict(ckpt.state["server"])
+            recorder = Recorder.reopen(out, ckpt.state["records"])
+            write_text(out / CONFIG_FILE, config_mod.dumps_toml(cfg.to_dict()))
+            if not (out / "partition.csv").exists():
+                _write_partition(exp, out)
+
+        def save() -> None:
+            if out is None:
+                return
+            recorder.sync()
+            state = {
+                "round": done,
+                "server": session.state_dict(),
+                "records": dict(recorder.offsets),
+                "config": cfg.to_dict(),
+                "base_dir": str(exp.base_dir) if exp.base_dir is not None else None,
+                "history": {
+                    **history,
+                    "wall_time_s": history["wall_time_s"] + time.perf_counter() - t0,
+                    "restarts": history["restarts"] + session.worker_restarts(),
+                },
+            }
+            checkpoint.save(out, state)
+
+        done = ckpt.round if ckpt is not None else 0
+        if ckpt is None:
+            save()
+            # config.toml last: a folder holding it always holds a checkpoint as well.
+            if out is not None:
+                write_text(out / CONFIG_FILE, config_mod.dumps_toml(cfg.to_dict()))
+        saved = done
+        bar = _progress_bar(cfg, progress, done)
+        every = cfg.runtime.checkpoint_every
+        with _StopSignals() as stop:
+            while done < cfg.server.rounds:
+                try:
+                    result = session.round()
+                except WorkerFailedError:
+                    # The server state is still that of the last completed round.
+                    if saved < done:
+                        save()
+                    raise
+                recorder.add(result.record, result.clients)
+                done = int(result.record["round"])
+                if bar is not None:
+                    _update_bar(bar, result.record, recorder)
+                if on_round is not None:
+                    on_round(result.record)
+                last = done == cfg.server.rounds
+                if (every and done % every == 0) or last or stop.requested:
+                    save()
+                    saved = done
+                if stop.requested and not last:
+                    raise RunInterrupted(done, cfg.server.rounds, out)
+        if saved < done:
+            save()
         w = session.model()
+        nodes = session.nodes()
+        restarts = history["restarts"] + session.worker_restarts()
     finally:
         if bar is not None:
             bar.close()
+        if lock is not None:
+            lock.close()
         session.close()
     rounds = recorder.rounds_frame()
-    summary = _summary(exp, rounds, time.perf_counter() - t0, session.num_workers)
+    wall = history["wall_time_s"] + time.perf_counter() - t0
+    summary = _summary(exp, rounds, wall, session.num_workers)
+    summary.update(
+        nodes=nodes,
+        worker_restarts=restarts,
+        resumed_from_rounds=history["resumed_from_rounds"],
+    )
     if out is not None:
         write_json(out / "summary.json", summary)
     return RunResult(cfg, rounds, recorder.clients_frame(), summary, w, out)
+
+
+def _start_run_dir(exp: Experiment, out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    # Leftovers of a start killed before config.toml was written are not part of this run.
+    for name in ("rounds.csv", "clients.csv"):
+        (out / name).unlink(missing_ok=True)
+    _write_partition(exp, out)
+
+
+class _StopSignals:
+    """Ctrl-C or SIGTERM asks the run to stop after the current round (with a checkpoint).
+
+    A second Ctrl-C stops at once. Signal handlers can be set only from the main thread;
+    elsewhere the signals keep their usual effect.
+    """
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> _StopSignals:
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.requested and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.requested = True
+        print(
+            "\nfedsim: stopping after the current round (Ctrl-C again to stop at once)",
+            file=sys.stderr,
+            flush=True,
+        )
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
 
 
 def _write_partition(exp: Experiment, out: Path) -> None:
@@ -225,7 +446,9 @@ def _write_partition(exp: Experiment, out: Path) -> None:
     frame = pd.DataFrame({"client_id": ids, "num_samples": ds.client_sizes()})
     for label in range(ds.num_classes):
         frame[f"label_{label}"] = counts[:, label]
-    frame.to_csv(out / "partition.csv", index=False)
+    tmp = out / ".partition.csv.tmp"
+    frame.to_csv(tmp, index=False)
+    os.replace(tmp, out / "partition.csv")
 
 
 def _summary(exp: Experiment, rounds: pd.DataFrame, wall: float, workers: int) -> dict[str, Any]:
@@ -243,18 +466,25 @@ def _summary(exp: Experiment, rounds: pd.DataFrame, wall: float, workers: int) -
         "sim_time_s": float(rounds["sim_time_s"].iloc[-1]) if len(rounds) else 0.0,
         "bytes_up_total": int(rounds["bytes_up"].sum()),
         "bytes_down_total": int(rounds["bytes_down"].sum()),
+        "rejected_updates": int(rounds["rejected"].sum()) if len(rounds) else 0,
         "wall_time_s": wall,
         "backend": exp.cfg.runtime.backend,
         "workers": workers,
     }
 
 
-def _progress_bar(cfg: Config, enabled: bool) -> Any:
+def _progress_bar(cfg: Config, enabled: bool, done: int = 0) -> Any:
     if not enabled:
         return None
     from tqdm import tqdm
 
-    return tqdm(total=cfg.server.rounds, desc=cfg.experiment.name, unit="round", dynamic_ncols=True)
+    return tqdm(
+        total=cfg.server.rounds,
+        initial=done,
+        desc=cfg.experiment.name,
+        unit="round",
+        dynamic_ncols=True,
+    )
 
 
 def _update_bar(bar: Any, record: dict[str, Any], recorder: Recorder) -> None:

@@ -12,7 +12,11 @@ from threadpoolctl import threadpool_limits
 
 from fedsim.data.base import FederatedDataset
 from fedsim.models.base import Model
-from fedsim.runtime.work import Chunk, ChunkResult, TrainSpec, train_chunk
+from fedsim.runtime.errors import WorkerFailedError
+from fedsim.runtime.work import Chunk, ChunkResult, TrainSpec, train_chunk, train_chunks
+
+#: Models up to this size are sent with each worker call instead of through the object store.
+INLINE_MODEL_BYTES = 64 * 1024
 
 
 class Executor(ABC):
@@ -42,10 +46,7 @@ class LocalExecutor(Executor):
         self, round_: int, w_global: np.ndarray, chunks: list[Chunk]
     ) -> list[ChunkResult]:
         with threadpool_limits(limits=1):
-            return [
-                train_chunk(self.model, self.dataset, w_global, self.spec, round_, c)
-                for c in chunks
-            ]
+            return train_chunks(self.model, self.dataset, w_global, self.spec, round_, chunks)
 
 
 def assign_chunks(chunks: list[Chunk], num_workers: int) -> list[list[Chunk]]:
@@ -68,24 +69,60 @@ class TrainWorker:
         # can depend on its thread count, which would make results depend on the backend.
         threadpool_limits(limits=1)
 
-    def train(self, round_: int, w_global: np.ndarray, chunks: list[Chunk]) -> list[ChunkResult]:
-        return [
-            train_chunk(self.model, self.dataset, w_global, self.spec, round_, c) for c in chunks
-        ]
+    def train(
+        self, round_: int, w_global: np.ndarray, chunks: list[Chunk], die: bool = False
+    ) -> list[ChunkResult]:
+        """Train ``chunks``; ``die`` (fault injection) ends the process after the first one."""
+        if not die:
+            return train_chunks(self.model, self.dataset, w_global, self.spec, round_, chunks)
+        out = []
+        for c in chunks:
+            out.append(train_chunk(self.model, self.dataset, w_global, self.spec, round_, c))
+            if die:
+                # A real process death mid-call, as the OS or a lost node would cause it.
+                os._exit(1)
+        return out
 
     def pid(self) -> int:
         return os.getpid()
 
-
-class RayExecutor(Executor):
-    """A fixed pool of Ray worker actors; one call per busy worker per round."""
-
-    def __init__(self, model: Model, dataset_ref: Any, spec: TrainSpec, num_workers: int) -> None:
+    def node_id(self) -> str:
         import ray
 
-        actor = ray.remote(num_cpus=1)(TrainWorker)
+        return ray.get_runtime_context().get_node_id()
+
+
+class RayExecutor(Executor):
+    """A fixed pool of Ray worker actors; one call per busy worker per round.
+
+    A worker that dies during a call is replaced by a new actor and its chunks are trained
+    again; results are a function of the chunks alone, so they do not change. More than
+    ``max_restarts`` deaths in one round raise :class:`WorkerFailedError`.
+    ``kill_at_round``/``kill_times`` inject such deaths: the busiest worker of that round
+    exits mid-call on its first ``kill_times`` attempts.
+    """
+
+    def __init__(
+        self,
+        model: Model,
+        dataset_ref: Any,
+        spec: TrainSpec,
+        num_workers: int,
+        *,
+        max_restarts: int = 3,
+        kill_at_round: int = 0,
+        kill_times: int = 1,
+    ) -> None:
+        import ray
+
+        self._actor = ray.remote(num_cpus=1)(TrainWorker)
+        self._args = (model, dataset_ref, spec)
         self.num_workers = num_workers
-        self.workers = [actor.remote(model, dataset_ref, spec) for _ in range(num_workers)]
+        self.max_restarts = max_restarts
+        self.kill_at_round, self.kill_times = kill_at_round, kill_times
+        self.restarts = 0  # over the executor's life
+        self._kills = 0
+        self.workers = [self._actor.remote(*self._args) for _ in range(num_workers)]
 
     async def train(
         self, round_: int, w_global: np.ndarray, chunks: list[Chunk]
@@ -94,11 +131,49 @@ class RayExecutor(Executor):
 
         if not chunks:
             return []
-        w_ref = ray.put(w_global)
+        # A small model travels inside the call itself; a put costs more than a copy of it
+        # (about 2 ms per round, measured), while a large one is put once for all workers.
+        w_ref = w_global if w_global.nbytes <= INLINE_MODEL_BYTES else ray.put(w_global)
         plan = assign_chunks(chunks, self.num_workers)
-        calls = [self.workers[i].train.remote(round_, w_ref, part) for i, part in enumerate(plan)]
+        deaths = [0]  # this round's, shared by the per-worker calls
+        calls = [self._train_on(i, round_, w_ref, part, deaths) for i, part in enumerate(plan)]
         results = [r for part in await asyncio.gather(*calls) for r in part]
         return sorted(results, key=lambda r: r.index)
+
+    async def _train_on(
+        self, i: int, round_: int, w_ref: Any, part: list[Chunk], deaths: list[int]
+    ) -> list[ChunkResult]:
+        import ray
+
+        died = (
+            ray.exceptions.RayActorError,
+            ray.exceptions.WorkerCrashedError,
+            ray.exceptions.OutOfMemoryError,
+        )
+        while True:
+            die = i == 0 and round_ == self.kill_at_round and self._kills < self.kill_times
+            self._kills += die
+            try:
+                return await self.workers[i].train.remote(round_, w_ref, part, die)
+            except died as err:
+                deaths[0] += 1
+                if deaths[0] > self.max_restarts:
+                    first = str(err).strip().splitlines()[0] if str(err).strip() else ""
+                    raise WorkerFailedError(
+                        round_,
+                        f"training workers died {deaths[0]} times in round {round_}, more than "
+                        f"runtime.max_worker_restarts = {self.max_restarts} ({first})",
+                    ) from None
+                self.restarts += 1
+                ray.kill(self.workers[i])
+                self.workers[i] = self._actor.remote(*self._args)
+
+    async def worker_nodes(self) -> list[str]:
+        """The Ray node id of every worker, in worker order."""
+        return list(await asyncio.gather(*(w.node_id.remote() for w in self.workers)))
+
+    async def worker_pids(self) -> list[int]:
+        return list(await asyncio.gather(*(w.pid.remote() for w in self.workers)))
 
     def shutdown(self) -> None:
         import ray

@@ -15,6 +15,7 @@ from fedsim.config import Config
 from fedsim.data.base import FederatedDataset
 from fedsim.models.base import Model
 from fedsim.population import Population
+from fedsim.runtime.errors import DivergedError, RunError
 from fedsim.runtime.executors import Executor
 from fedsim.runtime.work import make_chunks
 from fedsim.strategies.base import Strategy
@@ -74,6 +75,7 @@ class Server:
         reporting = int(np.count_nonzero(mask))
         failed = reporting < srv.min_completed
         client_loss = np.full(len(ids), np.nan)
+        client_rejected = np.zeros(len(ids), dtype=bool)
         train_loss = math.nan
         t_train = time.perf_counter()
         if not failed:
@@ -86,10 +88,27 @@ class Server:
             for res in results:  # chunk order: the sum does not depend on scheduling
                 weighted_sum += res.weighted_sum
                 total += res.weight
-                client_loss[np.searchsorted(plan.ids, res.client_ids)] = res.train_loss
-            self.w = self.strategy.aggregate(self.w, weighted_sum, total)
-            n = plan.num_samples[mask].astype(np.float64)
-            train_loss = float(np.dot(n, client_loss[mask]) / n.sum())
+                rows = np.searchsorted(plan.ids, res.client_ids)
+                client_loss[rows] = res.train_loss
+                if res.rejected is not None:
+                    client_rejected[rows] = res.rejected
+            accepted = mask & ~client_rejected
+            self._check_rejections(r, plan, mask, accepted, client_loss)
+            failed = int(np.count_nonzero(accepted)) < srv.min_completed
+            if not failed:
+                n = plan.num_samples[accepted].astype(np.float64)
+                train_loss = float(np.dot(n, client_loss[accepted]) / n.sum())
+                w_next = self.strategy.aggregate(self.w, weighted_sum, total)
+                # Checked before the model is replaced: it never holds a non-finite value.
+                if not math.isfinite(train_loss):
+                    raise DivergedError(
+                        r, f"training diverged at round {r} (train loss {train_loss})"
+                    )
+                if not np.isfinite(w_next).all():
+                    raise DivergedError(
+                        r, f"training diverged at round {r} (the aggregated model is not finite)"
+                    )
+                self.w = w_next
         t_aggregated = time.perf_counter()
 
         self.round = r
@@ -110,6 +129,7 @@ class Server:
             "stragglers": plan.count(1),
             "dropped": plan.count(2),
             "reporting": reporting,
+            "rejected": int(np.count_nonzero(client_rejected)),
             "bytes_down": plan.bytes_down,
             "bytes_up": plan.bytes_up,
             "cum_bytes_down": self.cum_bytes_down,
@@ -138,6 +158,7 @@ class Server:
             "compute_s": plan.compute_s,
             "upload_s": plan.upload_s,
             "train_loss": client_loss,
+            "rejected": client_rejected,
         }
         return RoundResult(record, clients)
 
@@ -158,6 +179,53 @@ class Server:
     def get_model(self) -> np.ndarray:
         return self.w
 
+    def _check_rejections(
+        self,
+        r: int,
+        plan: Any,
+        reporting: np.ndarray,
+        accepted: np.ndarray,
+        client_loss: np.ndarray,
+    ) -> None:
+        # Nothing can be learnt from a model every client's training blows up on.
+        if accepted.any() or not reporting.any():
+            return
+        bound = self.cfg.server.max_update_norm
+        why = "non-finite" if math.isinf(bound) else f"non-finite or of norm above {bound:g}"
+        n = plan.num_samples[reporting].astype(np.float64)
+        with np.errstate(invalid="ignore", over="ignore"):
+            loss = float(np.dot(n, client_loss[reporting]) / n.sum())
+        raise DivergedError(
+            r,
+            f"training diverged at round {r} (all {int(reporting.sum())} client updates {why}; "
+            f"their mean train loss {loss:.4g})",
+        )
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything that carries from one round to the next (the RNG is keyed: no state)."""
+        return {
+            "round": self.round,
+            "sim_time_s": self.sim_time_s,
+            "cum_bytes_down": self.cum_bytes_down,
+            "cum_bytes_up": self.cum_bytes_up,
+            "w": self.w,
+            "strategy": self.strategy.state_dict(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        w = np.asarray(state["w"])
+        if w.shape != self.w.shape or w.dtype != self.w.dtype:
+            raise ValueError(
+                f"checkpoint model has shape {w.shape} {w.dtype}, expected "
+                f"{self.w.shape} {self.w.dtype}"
+            )
+        self.w = w.copy()
+        self.round = int(state["round"])
+        self.sim_time_s = float(state["sim_time_s"])
+        self.cum_bytes_down = int(state["cum_bytes_down"])
+        self.cum_bytes_up = int(state["cum_bytes_up"])
+        self.strategy.load_state_dict(state["strategy"])
+
 
 class ServerActor:
     """The server as a Ray actor: an asyncio round loop driving the worker pool."""
@@ -175,14 +243,41 @@ class ServerActor:
     ) -> None:  # noqa: E501
         from fedsim.runtime.executors import RayExecutor
 
-        executor = RayExecutor(model, dataset_ref_box[0], spec, num_workers)
-        self.server = Server(cfg, dataset, model, strategy, population, executor)
+        self.executor = RayExecutor(
+            model,
+            dataset_ref_box[0],
+            spec,
+            num_workers,
+            max_restarts=cfg.runtime.max_worker_restarts,
+            kill_at_round=cfg.faults.kill_worker_at_round,
+            kill_times=cfg.faults.kill_worker_times,
+        )
+        self.server = Server(cfg, dataset, model, strategy, population, self.executor)
 
-    async def run_round(self) -> RoundResult:
-        return await self.server.run_round()
+    async def run_round(self) -> RoundResult | RunError:
+        """The next round, or why the run must stop (returned: Ray would wrap a raise)."""
+        try:
+            return await self.server.run_round()
+        except RunError as err:
+            return err
 
     def get_model(self) -> np.ndarray:
         return self.server.w
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.server.state_dict()
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.server.load_state_dict(state)
+
+    async def worker_nodes(self) -> list[str]:
+        return await self.executor.worker_nodes()
+
+    async def worker_pids(self) -> list[int]:
+        return await self.executor.worker_pids()
+
+    def worker_restarts(self) -> int:
+        return self.executor.restarts
 
     def shutdown(self) -> None:
         self.server.executor.shutdown()
