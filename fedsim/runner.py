@@ -114,8 +114,24 @@ def train_spec(cfg: Config, strategy: Strategy) -> TrainSpec:
     )
 
 
+def use_loopback_for_local_ray() -> None:
+    """Make a Ray instance started from this process listen on 127.0.0.1 only.
+
+    On Linux Ray otherwise registers its nodes under the machine's network address; a local
+    simulation has no reason to use anything but loopback. Ray reads the switch from the
+    environment (inherited by its own processes) and from a module constant in this process.
+    """
+    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+    if "ray" in sys.modules:
+        from ray._private import ray_constants
+
+        ray_constants.ENABLE_RAY_CLUSTER = False
+
+
 def ensure_ray(address: str = "") -> None:
-    """Connect to ``address`` or start a local Ray instance, unless one is running."""
+    """Connect to ``address`` or start a local, loopback-only Ray instance, unless one runs."""
+    if not address:
+        use_loopback_for_local_ray()
     import ray
 
     if ray.is_initialized():
@@ -132,7 +148,8 @@ def ensure_ray(address: str = "") -> None:
         except ConnectionError as err:
             raise ConfigError(f"runtime.address: cannot connect to {address!r} ({err})") from None
     else:
-        ray.init(num_cpus=os.cpu_count() or 1, **kwargs)
+        # "local": always a new instance, never a cluster that happens to run on this machine.
+        ray.init(address="local", num_cpus=os.cpu_count() or 1, **kwargs)
 
 
 class _Session:

@@ -39,7 +39,8 @@ try:
         ],
         out_dir=out,
     )
-    print(json.dumps({"cluster_nodes": len(ray.nodes()), **result.summary}))
+    ips = sorted({n["NodeManagerAddress"] for n in ray.nodes()})
+    print(json.dumps({"cluster_nodes": len(ray.nodes()), "node_ips": ips, **result.summary}))
 finally:
     ray.shutdown()
     cluster.shutdown()
@@ -67,6 +68,7 @@ def test_two_node_cluster_run_equals_the_single_node_run(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     summary = json.loads(proc.stdout.strip().splitlines()[-1])
     assert summary["cluster_nodes"] == 2
+    assert summary["node_ips"] == ["127.0.0.1"], "the test cluster stays on loopback"
     assert summary["nodes"] == 2, "the workers ran on both machines"
     assert summary["workers"] == 2
     assert summary["worker_restarts"] == 1, "a worker was killed and replaced on the cluster"
