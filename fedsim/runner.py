@@ -379,12 +379,16 @@ def _execute(
                     _update_bar(bar, result.record, recorder)
                 if on_round is not None:
                     on_round(result.record)
-                last = done == cfg.server.rounds
+                target = cfg.server.target_accuracy
+                reached = bool(target) and result.record["test_accuracy"] >= target
+                last = done == cfg.server.rounds or reached
                 if (every and done % every == 0) or last or stop.requested:
                     save()
                     saved = done
                 if stop.requested and not last:
                     raise RunInterrupted(done, cfg.server.rounds, out)
+                if reached:
+                    break
         if saved < done:
             save()
         w = session.model()

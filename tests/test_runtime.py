@@ -139,3 +139,13 @@ def test_eval_train_measures_the_global_objective_on_training_data():
     ids = exp.dataset.eval_client_ids()
     assert len(y) == sum(len(exp.dataset.client_train(int(k))[1]) for k in ids)
     assert fedsim.run(small_config("server.rounds=1")).rounds["global_train_loss"].isna().all()
+
+
+def test_run_stops_once_test_accuracy_reaches_the_target():
+    full = fedsim.run(small_config("server.rounds=8"))
+    acc = full.rounds["test_accuracy"].to_numpy()
+    target = float(np.sort(acc)[len(acc) // 2])
+    first = int(np.argmax(acc >= target)) + 1
+    stopped = fedsim.run(small_config("server.rounds=8", f"server.target_accuracy={target}"))
+    assert len(stopped.rounds) == first < 8
+    pd.testing.assert_frame_equal(_records(stopped), _records(full).iloc[:first])
