@@ -212,6 +212,8 @@ class ServerConfig:
     min_completed: int = field(default=1, metadata=check(positive))
     eval_every: int = field(default=1, metadata=check(non_negative))
     eval_train: bool = False
+    client_eval_every: int = field(default=0, metadata=check(non_negative))
+    client_eval_clients: int = field(default=100, metadata=check(positive))
     target_accuracy: float = field(default=0.0, metadata=check(in_range(0, 1)))
     # L2 norm of a client's update (w_k - w_global) above which it is rejected; inf = no bound.
     max_update_norm: float = field(default=math.inf, metadata=check(positive))

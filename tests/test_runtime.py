@@ -149,3 +149,23 @@ def test_run_stops_once_test_accuracy_reaches_the_target():
     stopped = fedsim.run(small_config("server.rounds=8", f"server.target_accuracy={target}"))
     assert len(stopped.rounds) == first < 8
     pd.testing.assert_frame_equal(_records(stopped), _records(full).iloc[:first])
+
+
+def test_client_accuracy_percentiles_are_recorded_on_schedule():
+    from fedsim.evaluation import client_accuracies, sample_eval_clients
+
+    cfg = small_config(
+        "server.rounds=4", "server.client_eval_every=2", "server.client_eval_clients=15"
+    )
+    result = fedsim.run(cfg)
+    r = result.rounds
+    assert r["client_acc_p50"].isna().tolist() == [True, False, True, False]
+    exp = prepare(cfg)
+    ids = sample_eval_clients(cfg.experiment.seed, cfg.population.num_clients, 15)
+    _, acc, held_out = client_accuracies(exp.model, result.model, exp.dataset, ids)
+    assert held_out
+    last = r.iloc[-1]
+    assert last["client_acc_p10"] == pytest.approx(np.percentile(acc, 10))
+    assert last["client_acc_p90"] == pytest.approx(np.percentile(acc, 90))
+    assert last["client_acc_mean"] == pytest.approx(acc.mean())
+    assert last["client_acc_p10"] <= last["client_acc_p50"] <= last["client_acc_p90"]
