@@ -11,12 +11,52 @@ from fedsim.options import ConfigError
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from fedsim import config as config_mod
-    from fedsim.runner import default_out_dir, run
+    from fedsim.runner import RunInterrupted, default_out_dir, resume, run
+    from fedsim.runtime.errors import DivergedError, RunError
 
-    cfg = config_mod.load(args.config, args.set)
-    out = Path(args.out) if args.out else default_out_dir(cfg)
-    result = run(cfg, out_dir=out, progress=cfg.runtime.progress and not args.quiet)
+    if (args.config is None) == (args.resume is None):
+        raise ConfigError("run: give either an experiment file or --resume RUN_DIR")
+    if args.resume is not None and args.out:
+        raise ConfigError("--out: a resumed run continues in RUN_DIR; --out cannot be used")
+    if args.resume is not None:
+        out = Path(args.resume)
+        # A folder that is not a run is reported by resume() itself.
+        found = (out / "config.toml").is_file()
+        cfg = config_mod.load(out / "config.toml", args.set) if found else None
+    else:
+        cfg = config_mod.load(args.config, args.set)
+        out = Path(args.out) if args.out else default_out_dir(cfg)
+    show = not args.quiet and (cfg is None or cfg.runtime.progress)
+    try:
+        if args.resume is not None:
+            result = resume(out, overrides=args.set, progress=show)
+        else:
+            # The file, not the loaded config: relative paths in it are relative to it.
+            result = run(args.config, overrides=args.set, out_dir=out, progress=show)
+    except RunInterrupted as stop:
+        print(
+            f"fedsim: interrupted after round {stop.round} of {stop.rounds}; checkpoint "
+            f"written; resume with: fedsim run --resume {out}",
+            file=sys.stderr,
+        )
+        return 130
+    except KeyboardInterrupt:
+        if not (out / "config.toml").is_file():
+            print("fedsim: interrupted before the run started", file=sys.stderr)
+            return 130
+        print(
+            "fedsim: interrupted during a round; resume from the last checkpoint with: "
+            f"fedsim run --resume {out}",
+            file=sys.stderr,
+        )
+        return 130
+    except RunError as err:
+        hint = "" if isinstance(err, DivergedError) else f"; resume with: fedsim run --resume {out}"
+        print(f"fedsim: error: {err}; records so far are in {out}{hint}", file=sys.stderr)
+        return 1
     s = result.summary
+    if s["resumed_from_rounds"]:
+        print(f"resumed from round {s['resumed_from_rounds'][-1]}")
     print(
         f"{s['rounds']} rounds, final test accuracy {s['final_test_accuracy']:.4f}, "
         f"simulated time {s['sim_time_s']:.1f} s, "
@@ -40,7 +80,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("run", help="run an experiment from a TOML file")
-    p.add_argument("config", help="experiment TOML file")
+    p.add_argument("config", nargs="?", help="experiment TOML file")
+    p.add_argument(
+        "--resume",
+        metavar="RUN_DIR",
+        help="continue the run in RUN_DIR from its last checkpoint (instead of CONFIG)",
+    )
     p.add_argument(
         "--set",
         action="append",
@@ -54,6 +99,12 @@ def build_parser() -> argparse.ArgumentParser:
     from fedsim.analysis.commands import add_commands
 
     add_commands(sub)
+    from fedsim.data.commands import add_commands as add_data_commands
+
+    add_data_commands(sub)
+    from fedsim.bench import add_command as add_bench_command
+
+    add_bench_command(sub)
     return parser
 
 
