@@ -1,10 +1,10 @@
 """Fully connected networks on flattened inputs: dense layers with ReLU between them.
 
 The parameter vector holds, layer after layer, the weight matrix (fan_in, fan_out) in row-major
-order followed by the bias (fan_out,). Every layer's weights and bias are views into that one
-vector, so the forward and backward passes never copy parameters. With hidden = (200, 200) on
-28x28 inputs and 10 classes this is the "2NN" of McMahan et al. 2017 (199,210 parameters);
-with no hidden layer it is multinomial logistic regression.
+order followed by the bias (fan_out,) unless the network has none. Every layer's weights and
+bias are views into that one vector, so the forward and backward passes never copy parameters.
+With hidden = (200, 200) on 28x28 inputs and 10 classes this is the "2NN" of McMahan et al.
+2017 (199,210 parameters); with no hidden layer it is multinomial logistic regression.
 """
 
 from __future__ import annotations
@@ -71,11 +71,16 @@ class DenseNetwork(Model):
     """Dense layers of the given hidden widths with ReLU between them, then linear logits."""
 
     def __init__(
-        self, input_shape: tuple[int, ...], num_classes: int, hidden: tuple[int, ...] = ()
+        self,
+        input_shape: tuple[int, ...],
+        num_classes: int,
+        hidden: tuple[int, ...] = (),
+        bias: bool = True,
     ) -> None:
         self.input_shape = tuple(int(d) for d in input_shape)
         self.num_classes = int(num_classes)
         self.hidden = tuple(int(h) for h in hidden)
+        self.bias = bool(bias)
         if self.num_classes < 1 or any(h < 1 for h in self.hidden):
             raise ValueError(f"layer widths must be positive, got {self.hidden}, {num_classes}")
         self.num_features = int(np.prod(self.input_shape, dtype=np.int64))
@@ -85,8 +90,9 @@ class DenseNetwork(Model):
         offset = 0
         for fan_in, fan_out in zip(widths[:-1], widths[1:], strict=True):
             bias_start = offset + fan_in * fan_out
-            self._layers.append((offset, bias_start, bias_start + fan_out, fan_in, fan_out))
-            offset = bias_start + fan_out
+            bias_end = bias_start + (fan_out if self.bias else 0)
+            self._layers.append((offset, bias_start, bias_end, fan_in, fan_out))
+            offset = bias_end
         self.num_parameters = offset
 
     def init(self, seed: int) -> np.ndarray:
@@ -116,7 +122,8 @@ class DenseNetwork(Model):
         for i in range(len(self._layers)):
             weight, bias = self._views(w, i)
             a = np.matmul(a, weight)
-            a += bias
+            if self.bias:
+                a += bias
             if i < last:
                 np.maximum(a, 0, out=a)
             acts.append(a)
@@ -140,7 +147,8 @@ class DenseNetwork(Model):
             a_in = acts[i]
             grad_views = self._views(grad, i)
             np.matmul(a_in.transpose(0, 2, 1), delta, out=grad_views[0])
-            np.matmul(ones_batch, delta, out=grad_views[1][:, 0, :])
+            if self.bias:
+                np.matmul(ones_batch, delta, out=grad_views[1][:, 0, :])
             if i > 0:
                 weight = self._views(w, i)[0]
                 delta = np.matmul(delta, weight.transpose(0, 2, 1))

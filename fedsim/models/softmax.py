@@ -13,14 +13,16 @@ from fedsim.registry import MODELS
 
 @dataclass(frozen=True)
 class SoftmaxOptions:
-    """Softmax regression has no options beyond its name."""
+    """``bias = false`` drops the bias: logits = x W, P = D*K parameters."""
+
+    bias: bool = True
 
 
 class SoftmaxRegression(DenseNetwork):
-    """A dense network without hidden layers: P = D*K + K parameters (W row-major, then b)."""
+    """A dense network without hidden layers: P = D*K (+ K) parameters (W row-major, then b)."""
 
-    def __init__(self, input_shape: tuple[int, ...], num_classes: int) -> None:
-        super().__init__(input_shape, num_classes, hidden=())
+    def __init__(self, input_shape: tuple[int, ...], num_classes: int, bias: bool = True) -> None:
+        super().__init__(input_shape, num_classes, hidden=(), bias=bias)
 
     def init(self, seed: int) -> np.ndarray:
         """All zeros, whatever the seed: the loss is convex, so no symmetry needs breaking."""
@@ -29,5 +31,5 @@ class SoftmaxRegression(DenseNetwork):
 
 @MODELS.register("softmax", SoftmaxOptions)
 def make_softmax(options: SoftmaxOptions, input_shape: tuple[int, ...], num_classes: int) -> Model:
-    """Softmax regression with bias on the flattened input."""
-    return SoftmaxRegression(input_shape, num_classes)
+    """Softmax regression (with bias unless ``bias = false``) on the flattened input."""
+    return SoftmaxRegression(input_shape, num_classes, bias=options.bias)
