@@ -105,6 +105,9 @@ def build_parser() -> argparse.ArgumentParser:
     from fedsim.bench import add_command as add_bench_command
 
     add_bench_command(sub)
+    from fedsim.privacy.commands import add_commands as add_privacy
+
+    add_privacy(sub)
     return parser
 
 

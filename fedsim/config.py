@@ -24,6 +24,7 @@ from fedsim.options import (
     positive,
     to_table,
 )
+from fedsim.privacy.config import PrivacyOptions
 from fedsim.registry import DATASETS, MODELS, PARTITIONERS, STRATEGIES, Registry
 
 _DIST_KINDS = ("constant", "uniform", "lognormal", "tiers")
@@ -262,6 +263,7 @@ class Config:
     server: ServerConfig = ServerConfig()
     runtime: RuntimeConfig = RuntimeConfig()
     faults: FaultsConfig = FaultsConfig()
+    privacy: PrivacyOptions = PrivacyOptions()
 
     def to_dict(self) -> dict[str, Any]:
         """The resolved config as plain TOML-ready tables (inverse of :func:`from_dict`)."""
@@ -288,6 +290,7 @@ _PLAIN: dict[str, type] = {
     "server": ServerConfig,
     "runtime": RuntimeConfig,
     "faults": FaultsConfig,
+    "privacy": PrivacyOptions,
 }
 
 
@@ -340,6 +343,9 @@ def _cross_check(cfg: Config) -> None:
             f"server.min_completed: must be <= server.clients_per_round ({k}), "
             f"got {cfg.server.min_completed}"
         )
+    err = cfg.privacy.check_against(n, k, cfg.server.over_selection)
+    if err:
+        raise ConfigError(f"privacy.{err}")
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:

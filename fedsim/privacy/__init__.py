@@ -8,6 +8,8 @@
   neighbour graph (Bell et al. 2020): fixed point, masks, Shamir shares, unmasking.
 - :mod:`fedsim.privacy.secagg_messages` — the protocol's messages, bytes and round trips.
 - :mod:`fedsim.privacy.config` — the ``[privacy]`` options.
+- :mod:`fedsim.privacy.rounds` — the round loop's use of all this: the workers' client step
+  and the server's sampling, unmasking, noise and accounting.
 """
 
 from fedsim.privacy.config import PrivacyOptions

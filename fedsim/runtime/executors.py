@@ -12,6 +12,7 @@ from threadpoolctl import threadpool_limits
 
 from fedsim.data.base import FederatedDataset
 from fedsim.models.base import Model
+from fedsim.privacy.rounds import ClientStep
 from fedsim.runtime.errors import WorkerFailedError
 from fedsim.runtime.work import Chunk, ChunkResult, TrainSpec, train_chunk, train_chunks
 
@@ -26,7 +27,11 @@ class Executor(ABC):
 
     @abstractmethod
     async def train(
-        self, round_: int, w_global: np.ndarray, chunks: list[Chunk]
+        self,
+        round_: int,
+        w_global: np.ndarray,
+        chunks: list[Chunk],
+        privacy: ClientStep | None = None,
     ) -> list[ChunkResult]:
         """Train every chunk from ``w_global``; results ordered by chunk index."""
 
@@ -43,10 +48,16 @@ class LocalExecutor(Executor):
         self.model, self.dataset, self.spec = model, dataset, spec
 
     async def train(
-        self, round_: int, w_global: np.ndarray, chunks: list[Chunk]
+        self,
+        round_: int,
+        w_global: np.ndarray,
+        chunks: list[Chunk],
+        privacy: ClientStep | None = None,
     ) -> list[ChunkResult]:
         with threadpool_limits(limits=1):
-            return train_chunks(self.model, self.dataset, w_global, self.spec, round_, chunks)
+            return train_chunks(
+                self.model, self.dataset, w_global, self.spec, round_, chunks, privacy
+            )
 
 
 def assign_chunks(chunks: list[Chunk], num_workers: int) -> list[list[Chunk]]:
@@ -70,14 +81,23 @@ class TrainWorker:
         threadpool_limits(limits=1)
 
     def train(
-        self, round_: int, w_global: np.ndarray, chunks: list[Chunk], die: bool = False
+        self,
+        round_: int,
+        w_global: np.ndarray,
+        chunks: list[Chunk],
+        die: bool = False,
+        privacy: ClientStep | None = None,
     ) -> list[ChunkResult]:
         """Train ``chunks``; ``die`` (fault injection) ends the process after the first one."""
         if not die:
-            return train_chunks(self.model, self.dataset, w_global, self.spec, round_, chunks)
+            return train_chunks(
+                self.model, self.dataset, w_global, self.spec, round_, chunks, privacy
+            )
         out = []
         for c in chunks:
-            out.append(train_chunk(self.model, self.dataset, w_global, self.spec, round_, c))
+            out.append(
+                train_chunk(self.model, self.dataset, w_global, self.spec, round_, c, privacy)
+            )
             if die:
                 # A real process death mid-call, as the OS or a lost node would cause it.
                 os._exit(1)
@@ -125,7 +145,11 @@ class RayExecutor(Executor):
         self.workers = [self._actor.remote(*self._args) for _ in range(num_workers)]
 
     async def train(
-        self, round_: int, w_global: np.ndarray, chunks: list[Chunk]
+        self,
+        round_: int,
+        w_global: np.ndarray,
+        chunks: list[Chunk],
+        privacy: ClientStep | None = None,
     ) -> list[ChunkResult]:
         import ray
 
@@ -134,14 +158,24 @@ class RayExecutor(Executor):
         # A small model travels inside the call itself; a put costs more than a copy of it
         # (about 2 ms per round, measured), while a large one is put once for all workers.
         w_ref = w_global if w_global.nbytes <= INLINE_MODEL_BYTES else ray.put(w_global)
+        # The round's secure-aggregation state (keys, graph) is put once, shared by reference.
+        p_ref = ray.put(privacy) if privacy is not None and privacy.secagg is not None else privacy
         plan = assign_chunks(chunks, self.num_workers)
         deaths = [0]  # this round's, shared by the per-worker calls
-        calls = [self._train_on(i, round_, w_ref, part, deaths) for i, part in enumerate(plan)]
+        calls = [
+            self._train_on(i, round_, w_ref, part, deaths, p_ref) for i, part in enumerate(plan)
+        ]
         results = [r for part in await asyncio.gather(*calls) for r in part]
         return sorted(results, key=lambda r: r.index)
 
     async def _train_on(
-        self, i: int, round_: int, w_ref: Any, part: list[Chunk], deaths: list[int]
+        self,
+        i: int,
+        round_: int,
+        w_ref: Any,
+        part: list[Chunk],
+        deaths: list[int],
+        privacy: Any = None,
     ) -> list[ChunkResult]:
         import ray
 
@@ -154,7 +188,7 @@ class RayExecutor(Executor):
             die = i == 0 and round_ == self.kill_at_round and self._kills < self.kill_times
             self._kills += die
             try:
-                return await self.workers[i].train.remote(round_, w_ref, part, die)
+                return await self.workers[i].train.remote(round_, w_ref, part, die, privacy)
             except died as err:
                 deaths[0] += 1
                 if deaths[0] > self.max_restarts:

@@ -15,6 +15,7 @@ from fedsim.config import Config
 from fedsim.data.base import FederatedDataset
 from fedsim.models.base import Model
 from fedsim.population import Population
+from fedsim.privacy.rounds import ServerPrivacy
 from fedsim.runtime.errors import DivergedError, RunError
 from fedsim.runtime.executors import Executor
 from fedsim.runtime.work import make_chunks
@@ -52,28 +53,61 @@ class Server:
         self.cum_bytes_down = 0
         self.cum_bytes_up = 0
         self._train_eval: tuple[np.ndarray, np.ndarray] | None = None
+        p = cfg.privacy
+        self.privacy: ServerPrivacy | None = None
+        if p.enabled or p.secure_aggregation:
+            self.privacy = ServerPrivacy(
+                p,
+                population.num_clients,
+                cfg.server.clients_per_round,
+                cfg.server.min_completed,
+                cfg.experiment.seed,
+            )
 
     async def run_round(self) -> RoundResult:
         """Run the next round; the model is unchanged if too few clients report."""
         t_start = time.perf_counter()
         cfg, srv = self.cfg, self.cfg.server
         r = self.round + 1
-        cohort = math.ceil(srv.over_selection * srv.clients_per_round)
-        ids = self.population.select(r, self.sim_time_s, cohort)
+        priv = self.privacy
+        model_bytes = self.model.model_bytes
+        if priv is not None and priv.dp:
+            # A Poisson sample, as the accountant assumes; every sampled client that finishes
+            # by the deadline reports (no over-selection cut).
+            ids = priv.select(self.population, r, self.sim_time_s)
+            per_round = len(ids)
+        else:
+            cohort = math.ceil(srv.over_selection * srv.clients_per_round)
+            ids = self.population.select(r, self.sim_time_s, cohort)
+            per_round = srv.clients_per_round
+        update_bytes = model_bytes
+        if priv is not None:
+            update_bytes = priv.update_bytes(self.model.num_parameters, model_bytes)
         plan = plan_round(
             self.population,
             ids,
             self.sizes[ids],
             r,
-            clients_per_round=srv.clients_per_round,
+            clients_per_round=per_round,
             local_epochs=cfg.training.local_epochs,
             deadline_s=srv.deadline_s,
             straggler_policy=srv.straggler_policy,
-            model_bytes=self.model.model_bytes,
-            update_bytes=self.model.model_bytes,
+            model_bytes=model_bytes,
+            update_bytes=update_bytes,
             straggler_fraction=srv.straggler_fraction,
         )
         mask = plan.contributes
+        step = costs = None
+        if priv is not None:
+            step = priv.client_step(r, plan.ids, mask, plan.num_samples)
+            costs = priv.secagg_costs(step, self.model.num_parameters, self.population)
+        # The clock plans the plain round; secure aggregation's three extra round trips and
+        # protocol messages are added after planning (who finishes is decided without them).
+        duration_s = plan.duration_s + (costs.extra_s if costs is not None else 0.0)
+        bytes_up = plan.bytes_up + (int(costs.up.sum()) if costs is not None else 0)
+        bytes_down = plan.bytes_down + (int(costs.down.sum()) if costs is not None else 0)
+        aborted = False
+        unclipped = 0
         reporting = int(np.count_nonzero(mask))
         failed = reporting < srv.min_completed
         client_loss = np.full(len(ids), np.nan)
@@ -84,12 +118,14 @@ class Server:
             chunks = make_chunks(
                 plan.ids[mask], plan.num_samples[mask], plan.epochs_done[mask], cfg.runtime.chunks
             )
-            results = await self.executor.train(r, self.w, chunks)
+            results = await self.executor.train(r, self.w, chunks, step)
             weighted_sum = np.zeros(self.model.num_parameters, dtype=np.float64)
             total = 0.0
             for res in results:  # chunk order: the sum does not depend on scheduling
-                weighted_sum += res.weighted_sum
+                if priv is None:  # private sums (uint64 under secagg) are combined by priv
+                    weighted_sum += res.weighted_sum
                 total += res.weight
+                unclipped += res.unclipped
                 rows = np.searchsorted(plan.ids, res.client_ids)
                 client_loss[rows] = res.train_loss
                 if res.rejected is not None:
@@ -100,7 +136,14 @@ class Server:
             if not failed:
                 n = plan.num_samples[accepted].astype(np.float64)
                 train_loss = float(np.dot(n, client_loss[accepted]) / n.sum())
-                w_next = self.strategy.aggregate(self.w, weighted_sum, total)
+                if priv is None:
+                    w_next = self.strategy.aggregate(self.w, weighted_sum, total)
+                else:
+                    # DP-FedAvg (or secure aggregation's sum) replaces the strategy's average.
+                    assert step is not None
+                    agg = priv.aggregate(self.w, step, [res.weighted_sum for res in results], total)
+                    aborted = agg.aborted
+                    w_next = self.w if agg.w is None else agg.w
                 # Checked before the model is replaced: it never holds a non-finite value.
                 if not math.isfinite(train_loss):
                     raise DivergedError(
@@ -111,12 +154,18 @@ class Server:
                         r, f"training diverged at round {r} (the aggregated model is not finite)"
                     )
                 self.w = w_next
+                failed = aborted
+        clip_norm = epsilon = math.nan
+        if priv is not None and priv.dp:
+            clip_norm, epsilon = priv.clip_norm, priv.epsilon(r)
+            if not failed:
+                priv.after_round(r, unclipped)
         t_aggregated = time.perf_counter()
 
         self.round = r
-        self.sim_time_s += plan.duration_s
-        self.cum_bytes_down += plan.bytes_down
-        self.cum_bytes_up += plan.bytes_up
+        self.sim_time_s += duration_s
+        self.cum_bytes_down += bytes_down
+        self.cum_bytes_up += bytes_up
         test_loss = test_acc = global_loss = global_acc = math.nan
         if (srv.eval_every and r % srv.eval_every == 0) or r == srv.rounds:
             test_loss, test_acc = self.evaluate()
@@ -128,15 +177,15 @@ class Server:
         record = {
             "round": r,
             "sim_time_s": self.sim_time_s,
-            "round_duration_s": plan.duration_s,
+            "round_duration_s": duration_s,
             "selected": len(ids),
             "completed": plan.count(0),
             "stragglers": plan.count(1),
             "dropped": plan.count(2),
             "reporting": reporting,
             "rejected": int(np.count_nonzero(client_rejected)),
-            "bytes_down": plan.bytes_down,
-            "bytes_up": plan.bytes_up,
+            "bytes_down": bytes_down,
+            "bytes_up": bytes_up,
             "cum_bytes_down": self.cum_bytes_down,
             "cum_bytes_up": self.cum_bytes_up,
             "cum_bytes": self.cum_bytes_down + self.cum_bytes_up,
@@ -147,6 +196,9 @@ class Server:
             "global_train_accuracy": global_acc,
             **fairness,
             "failed": failed,
+            "aborted": aborted,
+            "epsilon": epsilon,
+            "clip_norm": clip_norm,
             "server_s": (t_train - t_start),
             "train_s": (t_aggregated - t_train),
             "wall_time_s": time.perf_counter() - t_start,
@@ -166,6 +218,10 @@ class Server:
             "train_loss": client_loss,
             "rejected": client_rejected,
         }
+        if priv is not None and priv.opts.secure_aggregation:
+            none = np.zeros(len(ids), dtype=np.int64)
+            clients["protocol_bytes_up"] = costs.up if costs is not None else none
+            clients["protocol_bytes_down"] = costs.down if costs is not None else none
         return RoundResult(record, clients)
 
     def evaluate(self) -> tuple[float, float]:
@@ -230,6 +286,7 @@ class Server:
             "cum_bytes_up": self.cum_bytes_up,
             "w": self.w,
             "strategy": self.strategy.state_dict(),
+            **({"privacy": self.privacy.state_dict()} if self.privacy is not None else {}),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -245,6 +302,8 @@ class Server:
         self.cum_bytes_down = int(state["cum_bytes_down"])
         self.cum_bytes_up = int(state["cum_bytes_up"])
         self.strategy.load_state_dict(state["strategy"])
+        if self.privacy is not None and "privacy" in state:
+            self.privacy.load_state_dict(state["privacy"])
 
 
 class ServerActor:

@@ -7,13 +7,15 @@ and for either backend.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
 
 from fedsim.data.base import FederatedDataset
 from fedsim.models.base import Model
-from fedsim.rng import Purpose, generator
+from fedsim.privacy.rounds import ClientStep, privatize_updates
+from fedsim.rng import Purpose, generator, uniform
 from fedsim.training import local_sgd
 
 #: Most clients trained in one stacked kernel; bounded so stacks stay cache-friendly.
@@ -29,6 +31,8 @@ class TrainSpec:
     learning_rate: float
     shuffle: bool
     prox_mu: float
+    max_update_norm: float = math.inf  # updates with a larger L2 norm are rejected
+    nan_update_rate: float = 0.0  # fault injection: share of clients whose update is NaN
 
 
 @dataclass(frozen=True)
@@ -47,6 +51,11 @@ class ChunkResult:
     weight: float  # sum_k n_k
     client_ids: np.ndarray
     train_loss: np.ndarray  # float64, each client's mean minibatch loss
+    # bool per client: update rejected (non-finite or norm above the bound), not in the sum
+    rejected: np.ndarray | None = None
+    # With [privacy]: weighted_sum is the sum of the clipped (noised) deltas, or the uint64
+    # sum of masked inputs under secure aggregation; unclipped counts updates within the clip.
+    unclipped: int = 0
 
 
 def make_chunks(
@@ -82,27 +91,61 @@ def train_chunk(
     spec: TrainSpec,
     round_: int,
     chunk: Chunk,
+    privacy: ClientStep | None = None,
 ) -> ChunkResult:
     """Train every client of a chunk from ``w_global``; return their sample-weighted sum."""
-    acc = np.zeros(model.num_parameters, dtype=np.float64)
-    weight = 0.0
-    losses = np.empty(len(chunk.client_ids), dtype=np.float64)
-    ids, sizes, epochs = chunk.client_ids, chunk.num_samples, chunk.epochs
+    return train_chunks(model, dataset, w_global, spec, round_, [chunk], privacy)[0]
+
+
+def train_chunks(
+    model: Model,
+    dataset: FederatedDataset,
+    w_global: np.ndarray,
+    spec: TrainSpec,
+    round_: int,
+    chunks: list[Chunk],
+    privacy: ClientStep | None = None,
+) -> list[ChunkResult]:
+    """Train the clients of several chunks at once; each chunk's result as if trained alone.
+
+    Clients with the same batch schedule are stacked across chunk boundaries (a worker gets
+    several chunks, each often smaller than a good stack). That changes nothing in the
+    results: a client's model does not depend on its stack, and each chunk's sum adds its
+    clients one by one in the chunk's own order, whatever stacks they were trained in.
+    """
+    if not chunks:
+        return []
+    lengths = [len(c.client_ids) for c in chunks]
+    ids = np.concatenate([c.client_ids for c in chunks])
+    sizes = np.concatenate([c.num_samples for c in chunks])
+    epochs = np.concatenate([c.epochs for c in chunks])
+    owner = np.repeat(np.arange(len(chunks)), lengths)
+    # Chunks are sorted by (num_samples, epochs, id), so this order keeps each chunk's own.
+    order = np.lexsort((np.arange(len(ids)), epochs, sizes))
+    dtype = np.float64 if privacy is None else privacy.accumulator_dtype
+    accs = [np.zeros(model.num_parameters, dtype=dtype) for _ in chunks]
+    weights = [0.0] * len(chunks)
+    unclipped = [0] * len(chunks)
+    losses = np.empty(len(ids), dtype=np.float64)
+    rejected = np.zeros(len(ids), dtype=bool)
     start = 0
-    while start < len(ids):
-        n, e = int(sizes[start]), int(epochs[start])
+    while start < len(order):
+        n, e = int(sizes[order[start]]), int(epochs[order[start]])
         stop = start + 1
         while (
-            stop < len(ids) and stop - start < MAX_STACK and sizes[stop] == n and epochs[stop] == e
+            stop < len(order)
+            and stop - start < MAX_STACK
+            and sizes[order[stop]] == n
+            and epochs[order[stop]] == e
         ):
             stop += 1
-        group = [dataset.client_train(int(cid)) for cid in ids[start:stop]]
-        x = np.stack([g[0] for g in group])
-        y = np.stack([g[1] for g in group])
+        members = order[start:stop]
+        member_ids = ids[members]
+        x, y = dataset.clients_train(member_ids)
         orders = None
         if spec.shuffle and spec.batch_size > 0 and spec.batch_size < n:
             orders = np.stack(
-                [_epoch_orders(spec.seed, round_, int(cid), e, n) for cid in ids[start:stop]]
+                [_epoch_orders(spec.seed, round_, int(cid), e, n) for cid in member_ids]
             )
         w, loss = local_sgd(
             model,
@@ -115,11 +158,54 @@ def train_chunk(
             mu=spec.prox_mu,
             orders=orders,
         )
-        acc += n * w.astype(np.float64).sum(axis=0)
-        weight += n * len(group)
-        losses[start:stop] = loss
+        bad = screen_updates(w, w_global, spec, round_, member_ids)
+        rejected[members] = bad
+        losses[members] = loss
+        # n * w is exact in float64 (a float32 times an integer below 2**24), and each chunk
+        # adds its clients one at a time in its own order, so its sum does not depend on stacks.
+        if privacy is None:
+            weighted = w.astype(np.float64)
+            weighted *= n
+        else:
+            # Rejected clients contribute zeros here (they still take part in the protocol).
+            weighted, within = privatize_updates(privacy, member_ids, n, w, w_global, bad)
+        for row, m in enumerate(members):
+            if privacy is not None:
+                accs[owner[m]] += weighted[row]  # uint64 wraps mod 2^64, a multiple of 2^bits
+                unclipped[owner[m]] += int(within[row])
+            if not bad[row]:
+                if privacy is None:
+                    accs[owner[m]] += weighted[row]
+                weights[owner[m]] += n
         start = stop
-    return ChunkResult(chunk.index, acc, weight, ids, losses)
+    bounds = np.cumsum([0, *lengths])
+    return [
+        ChunkResult(
+            c.index, accs[i], weights[i], c.client_ids, losses[a:b], rejected[a:b], unclipped[i]
+        )
+        for i, (c, a, b) in enumerate(zip(chunks, bounds[:-1], bounds[1:], strict=True))
+    ]
+
+
+def screen_updates(
+    w: np.ndarray, w_global: np.ndarray, spec: TrainSpec, round_: int, ids: np.ndarray
+) -> np.ndarray:
+    """Which trained models (C, P) to reject: non-finite, or ||w_k - w_global|| too large.
+
+    Injected faults (``spec.nan_update_rate``) overwrite the chosen clients' models with NaN
+    first, by a draw keyed on (seed, round, client), so they are rejected like real ones.
+    """
+    if spec.nan_update_rate > 0:
+        hit = uniform(spec.seed, round_, Purpose.FAULT_NAN, ids) < spec.nan_update_rate
+        w[hit] = np.nan
+    bad = np.zeros(len(w), dtype=bool)
+    for k in range(len(w)):  # one client at a time: a float64 copy of a stack can be large
+        d = w[k].astype(np.float64) - w_global
+        # Finite float32 entries cannot overflow a float64 sum of squares, so the norm is
+        # finite exactly when every entry is.
+        norm = math.sqrt(float(np.dot(d, d)))
+        bad[k] = not (math.isfinite(norm) and norm <= spec.max_update_norm)
+    return bad
 
 
 def _epoch_orders(seed: int, round_: int, client_id: int, epochs: int, n: int) -> np.ndarray:
