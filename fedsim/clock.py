@@ -138,18 +138,17 @@ def plan_round(
         ends = np.where(dropped, drop_time, finish)
         duration = float(ends.max()) if len(ends) else 0.0
 
-    contributors = int(np.count_nonzero(epochs_done))
-    return RoundPlan(
-        ids=ids,
-        num_samples=n,
-        outcome=outcome,
-        epochs_done=epochs_done,
-        download_s=download_s,
-        compute_s=compute_s,
-        upload_s=upload_s,
-        duration_s=duration,
-        bytes_down=int(model_bytes) * len(ids),
-        bytes_up=int(update_bytes) * contributors,
+    return _plan(
+        ids,
+        n,
+        outcome,
+        epochs_done,
+        download_s,
+        compute_s,
+        upload_s,
+        duration,
+        model_bytes,
+        update_bytes,
     )
 
 
@@ -217,16 +216,43 @@ def _plan_fraction_stragglers(
         ends.append(download_s[keep] + partial_epochs[keep] * epoch_s[keep] + upload_s[keep])
     ends.append(drop_time[dropped])
     all_ends = np.concatenate(ends)
-    contributors = int(np.count_nonzero(epochs_done))
+    duration = float(all_ends.max()) if len(all_ends) else 0.0
+    return _plan(
+        ids,
+        n,
+        outcome,
+        epochs_done,
+        download_s,
+        local_epochs * epoch_s,
+        upload_s,
+        duration,
+        model_bytes,
+        update_bytes,
+    )
+
+
+def _plan(
+    ids: np.ndarray,
+    n: np.ndarray,
+    outcome: np.ndarray,
+    epochs_done: np.ndarray,
+    download_s: np.ndarray,
+    compute_s: np.ndarray,
+    upload_s: np.ndarray,
+    duration_s: float,
+    model_bytes: int,
+    update_bytes: int,
+) -> RoundPlan:
+    """A RoundPlan with its bytes: every selected client downloads, every contributor uploads."""
     return RoundPlan(
         ids=ids,
         num_samples=n,
         outcome=outcome,
         epochs_done=epochs_done,
         download_s=download_s,
-        compute_s=local_epochs * epoch_s,
+        compute_s=compute_s,
         upload_s=upload_s,
-        duration_s=float(all_ends.max()) if len(all_ends) else 0.0,
+        duration_s=duration_s,
         bytes_down=int(model_bytes) * len(ids),
-        bytes_up=int(update_bytes) * contributors,
+        bytes_up=int(update_bytes) * int(np.count_nonzero(epochs_done)),
     )
