@@ -115,40 +115,30 @@ def main() -> int:
                         # Too large a learning rate: part of the grid search, not a failure.
                         diverged.write_text(f"{err}\n")
                     print(f"{d} in {time.perf_counter() - t:.0f} s", flush=True)
-                if diverged.exists():
-                    rows.append(
-                        {
-                            "model": row["model"],
-                            "C": row["C"],
-                            "E": row["E"],
-                            "B": row["B"],
-                            "partition": "iid" if iid else "non-iid",
-                            "learning_rate": lr,
-                            "rounds_to_target": math.nan,
-                            "best_accuracy": math.nan,
-                            "rounds_run": len(pd.read_csv(d / "rounds.csv")),
-                            "run": str(d.relative_to(out)),
-                            "diverged": True,
-                        }
-                    )
-                    continue
                 rounds = pd.read_csv(d / "rounds.csv")
+                entry = {
+                    "model": row["model"],
+                    "C": row["C"],
+                    "E": row["E"],
+                    "B": row["B"],
+                    "partition": "iid" if iid else "non-iid",
+                    "learning_rate": lr,
+                    "rounds_run": len(rounds),
+                    "run": str(d.relative_to(out)),
+                    "diverged": diverged.exists(),
+                }
+                if entry["diverged"]:
+                    rows.append({**entry, "rounds_to_target": math.nan, "best_accuracy": math.nan})
+                    continue
                 reached = rounds_to_target(rounds, target)
+                summary = json.loads((d / "summary.json").read_text())
                 rows.append(
                     {
-                        "model": row["model"],
-                        "C": row["C"],
-                        "E": row["E"],
-                        "B": row["B"],
-                        "partition": "iid" if iid else "non-iid",
-                        "learning_rate": lr,
+                        **entry,
                         "rounds_to_target": reached if reached is not None else math.nan,
                         "bytes_to_target": rounds_to_target(rounds, target, x="cum_bytes"),
                         "best_accuracy": rounds["test_accuracy"].max(),
-                        "rounds_run": len(rounds),
-                        "wall_time_s": json.loads((d / "summary.json").read_text())["wall_time_s"],
-                        "run": str(d.relative_to(out)),
-                        "diverged": False,
+                        "wall_time_s": summary["wall_time_s"],
                     }
                 )
     all_runs = pd.DataFrame(rows)
