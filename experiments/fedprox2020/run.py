@@ -55,15 +55,19 @@ DEADLINES = {0.5: 0.45, 0.9: 0.12}
 
 
 def grid(seeds: int, rounds: int) -> list[tuple[dict, list[str]]]:
+    # (straggler model, nominal straggler level, the overrides that set it up)
+    levels = [("fraction", f, [f"server.straggler_fraction={f}"]) for f in FRACTIONS] + [
+        ("deadline", f, [DEVICE_SPEED, f"server.deadline_s={d}"]) for f, d in DEADLINES.items()
+    ]
     runs = []
     for seed in range(seeds):
         for ds, ds_over in DATASETS.items():
-            for frac in FRACTIONS:
+            for model, level, level_over in levels:
                 for method, m_over in METHODS.items():
                     key = {
-                        "model": "fraction",
+                        "model": model,
                         "dataset": ds,
-                        "straggler_fraction": frac,
+                        "straggler_fraction": level,
                         "method": method,
                         "mu": MU[method],
                         "seed": seed,
@@ -71,27 +75,7 @@ def grid(seeds: int, rounds: int) -> list[tuple[dict, list[str]]]:
                     over = [
                         *ds_over,
                         *m_over,
-                        f"server.straggler_fraction={frac}",
-                        f"experiment.seed={seed}",
-                        f"server.rounds={rounds}",
-                        "server.eval_train=true",
-                    ]
-                    runs.append((key, over))
-            for nominal, deadline in DEADLINES.items():
-                for method, m_over in METHODS.items():
-                    key = {
-                        "model": "deadline",
-                        "dataset": ds,
-                        "straggler_fraction": nominal,
-                        "method": method,
-                        "mu": MU[method],
-                        "seed": seed,
-                    }
-                    over = [
-                        *ds_over,
-                        *m_over,
-                        DEVICE_SPEED,
-                        f"server.deadline_s={deadline}",
+                        *level_over,
                         f"experiment.seed={seed}",
                         f"server.rounds={rounds}",
                         "server.eval_train=true",
