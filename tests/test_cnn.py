@@ -172,6 +172,29 @@ def test_stacking_is_bitwise_invariant(shape: tuple[int, int], kw: dict, batch: 
     assert np.array_equal(grad_p, grad[order])
 
 
+def test_batch_in_chunks_equals_one_pass(monkeypatch: pytest.MonkeyPatch) -> None:
+    rng = np.random.default_rng(6)
+    model = Cnn((8, 8), 4, **TINY)
+    w = np.stack([model.init(s) for s in (7, 8)]).astype(np.float64)
+    x, y = random_batch(rng, model, 2, 23)
+    x = x.astype(np.float64)
+    whole_loss, whole_grad = model.loss_and_grad(w, x, y)
+    # Chunks of 5 samples: 23 = 4 x 5 + 3, so the last chunk is short.
+    monkeypatch.setattr(cnn, "GRAD_CHUNK", 5)
+    loss, grad = model.loss_and_grad(w, x, y)
+    np.testing.assert_allclose(loss, whole_loss, rtol=1e-13)
+    np.testing.assert_allclose(grad, whole_grad, rtol=1e-11, atol=1e-14)
+    # And the mean loss is the mean over all 23 samples, not over the chunks.
+    direct = [-np.log(_softmax(model, w[c], x[c])[np.arange(23), y[c]]).mean() for c in (0, 1)]
+    np.testing.assert_allclose(loss, direct, rtol=1e-12)
+
+
+def _softmax(model: Cnn, w: np.ndarray, x: np.ndarray) -> np.ndarray:
+    z = model.logits(w, x).astype(np.float64)
+    e = np.exp(z - z.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
 def test_logits_agree_with_training_loss(monkeypatch: pytest.MonkeyPatch) -> None:
     rng = np.random.default_rng(4)
     model = Cnn((28, 28), 10, channels=(4, 8), hidden=16)

@@ -29,6 +29,13 @@ from fedsim.registry import MODELS
 # 2**23 floats = 32 MiB keeps evaluation cache-friendly without starving the matmuls.
 _EVAL_PATCH_FLOATS = 2**23
 
+# Most samples in one forward/backward pass of :meth:`Cnn.loss_and_grad`. Measured on one core
+# (28x28, default sizes): about 1.2-1.4 ms per sample up to 100 samples, 2.4 ms at 200 and 4 ms
+# at 600, when the im2col buffers (0.6 MB per sample) fall out of cache; stacking clients costs
+# the same way (10 clients of 10 samples: 3 ms per sample). So clients are computed one at a
+# time and a larger batch in chunks of at most this many samples.
+GRAD_CHUNK = 100
+
 
 @dataclass(frozen=True)
 class CnnOptions:
@@ -142,20 +149,41 @@ class Cnn(Model):
             raise ValueError(
                 f"x must have shape {(n_clients, batch, *self.input_shape)}, got {x.shape}"
             )
-        params = self.unflatten(w)
-        cache = self._forward(params, x.astype(dtype, copy=False), keep=True)
+        loss = np.zeros(n_clients, dtype=np.float64)
+        grad = np.zeros_like(w)
+        part = np.empty((1, self.num_parameters), dtype=dtype)
+        for k in range(n_clients):
+            params = self.unflatten(w[k : k + 1])
+            for start in range(0, batch, GRAD_CHUNK):
+                stop = min(start + GRAD_CHUNK, batch)
+                xb = x[k : k + 1, start:stop].astype(dtype, copy=False)
+                loss[k] += self._chunk_loss_and_grad(
+                    params, xb, y[k : k + 1, start:stop], batch, part
+                )
+                grad[k] += part[0]
+        return loss, grad
+
+    def _chunk_loss_and_grad(
+        self,
+        params: list[np.ndarray],
+        x: np.ndarray,
+        y: np.ndarray,
+        batch: int,
+        out: np.ndarray,
+    ) -> float:
+        """One client's summed cross-entropy over a chunk of its batch, divided by the whole
+        batch's size ``batch``; writes the gradient of that quantity into ``out`` (1, P)."""
+        cache = self._forward(params, x, keep=True)
         z = cache["logits"].astype(np.float64)
         z -= z.max(axis=2, keepdims=True)
         logp = z - np.log(np.exp(z).sum(axis=2, keepdims=True))
         picked = np.take_along_axis(logp, y[:, :, None], axis=2)[:, :, 0]
-        loss = -picked.mean(axis=1)
         # d(mean cross-entropy)/d(logits) = (softmax - onehot) / B
         probs = np.exp(logp)
         np.put_along_axis(probs, y[:, :, None], np.exp(picked)[:, :, None] - 1.0, axis=2)
-        dlogits = (probs / batch).astype(dtype)
-        grad = np.empty_like(w)
-        self._backward(params, cache, dlogits, self.unflatten(grad))
-        return loss, grad
+        dlogits = (probs / batch).astype(out.dtype)
+        self._backward(params, cache, dlogits, self.unflatten(out))
+        return float(-picked.sum() / batch)
 
     def logits(self, w: np.ndarray, x: np.ndarray) -> np.ndarray:
         """Logits (n, num_classes) of parameters w (P,) on x (n, *input_shape), in chunks."""
