@@ -26,7 +26,7 @@ rebuilt from shares), so masks cancel bit for bit; neither is secure (anyone can
 A deployment uses elliptic-curve Diffie-Hellman (e.g. X25519) and a cryptographic PRG (e.g. AES
 in counter mode). Encryption
 and authentication of the shares are not performed; their messages are counted at the sizes a
-deployment would send (:mod:`fedsim.privacy.secagg_cost`). Secrets are drawn from keys of
+deployment would send (:mod:`fedsim.privacy.secagg_messages`). Secrets are drawn from keys of
 (seed, round, client id) so runs are reproducible; the server's unmasking uses only the shares
 it is sent.
 """
