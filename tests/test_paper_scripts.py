@@ -1,0 +1,109 @@
+"""The paper-reproduction scripts: every run they plan is a valid config, and the McMahan table
+picks the best learning rate and computes speedups the paper's way."""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+from pathlib import Path
+from types import ModuleType
+
+import pandas as pd
+import pytest
+
+from fedsim import config as config_mod
+
+EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
+
+
+def load_script(name: str) -> ModuleType:
+    path = EXPERIMENTS / name / "run.py"
+    spec = importlib.util.spec_from_file_location(f"{name}_run", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+MCMAHAN = load_script("mcmahan2017")
+FEDPROX = load_script("fedprox2020")
+
+
+@pytest.mark.parametrize(("table", "full"), [(1, False), (2, False), (2, True)])
+def test_every_planned_mcmahan_run_is_a_valid_config(table: int, full: bool) -> None:
+    rows = MCMAHAN.settings(table, full)
+    for row in rows:
+        for iid in (True, False):
+            for lr in row["lrs"]:
+                over = MCMAHAN.overrides(row, iid, lr, 0.85)
+                cfg = config_mod.load(EXPERIMENTS / "mcmahan2017" / "base.toml", over)
+                assert cfg.model.name == ("mlp" if row["model"] == "2nn" else "cnn")
+                assert cfg.training.learning_rate == lr
+                assert cfg.training.local_epochs == row["E"]
+                assert cfg.training.batch_size == (0 if row["B"] == "inf" else 10)
+                assert cfg.server.clients_per_round == (10 if row["C"] == 0.1 else 1)
+                assert cfg.partition.name == ("iid" if iid else "shards")
+                assert cfg.server.target_accuracy == 0.85
+
+
+def test_mcmahan_table2_subset_is_part_of_the_full_grid() -> None:
+    subset = {(r["E"], r["B"]): set(r["lrs"]) for r in MCMAHAN.settings(2)}
+    full = {(r["E"], r["B"]): set(r["lrs"]) for r in MCMAHAN.settings(2, full=True)}
+    assert set(subset) == {(1, "inf"), (5, "10"), (1, "10")}
+    assert set(full) == set(subset) | {(20, "10")}
+    for key, lrs in subset.items():
+        assert lrs <= full[key], key
+    assert len(MCMAHAN.settings(1)) == 4
+
+
+def test_every_planned_fedprox_run_is_a_valid_config() -> None:
+    runs = FEDPROX.grid(2, 200)
+    # 2 seeds x 4 datasets x 5 straggler set-ups (0/50/90% at random, 50/90% by deadline) x 3
+    assert len(runs) == 2 * 4 * 5 * 3
+    for _, over in runs:
+        cfg = config_mod.load(EXPERIMENTS / "fedprox2020" / "base.toml", over)
+        assert cfg.server.rounds == 200
+
+
+def run_row(partition: str, B: str, lr: float, rounds: float, best: float, **kw) -> dict:
+    return {
+        "model": "cnn",
+        "C": 0.1,
+        "E": 1 if B == "inf" else 5,
+        "B": B,
+        "partition": partition,
+        "learning_rate": lr,
+        "rounds_run": 100,
+        "run": f"runs/{partition}{B}{lr}",
+        "diverged": kw.get("diverged", False),
+        "rounds_to_target": rounds,
+        "best_accuracy": best,
+    }
+
+
+def test_mcmahan_best_rate_and_speedup() -> None:
+    runs = pd.DataFrame(
+        [
+            run_row("iid", "inf", 0.1, 300.0, 0.86),
+            run_row("iid", "inf", 0.2, 250.0, 0.87),
+            run_row("iid", "10", 0.05, 20.0, 0.90),
+            run_row("iid", "10", 0.1, 12.5, 0.91),
+            # Diverged: never the best, however few rounds it ran.
+            run_row("iid", "10", 0.2, math.nan, math.nan, diverged=True),
+            run_row("non-iid", "inf", 0.1, math.nan, 0.80),
+            # Not reached: ranked by best accuracy.
+            run_row("non-iid", "10", 0.05, math.nan, 0.83),
+            run_row("non-iid", "10", 0.1, math.nan, 0.84),
+        ]
+    )
+    best = MCMAHAN.best_per_setting(runs).set_index(["partition", "B"])
+    assert best.loc[("iid", "inf"), "learning_rate"] == 0.2
+    assert best.loc[("iid", "10"), "learning_rate"] == 0.1
+    assert best.loc[("iid", "10"), "speedup"] == pytest.approx(250.0 / 12.5)
+    assert best.loc[("iid", "inf"), "speedup"] == pytest.approx(1.0)
+    assert best.loc[("non-iid", "10"), "learning_rate"] == 0.1
+    assert math.isnan(best.loc[("non-iid", "10"), "speedup"])
+    # The paper's MNIST numbers beside ours: FedSGD 626 / 483, E=5 B=10 20 / 229.
+    assert best.loc[("iid", "inf"), "paper_mnist_rounds"] == 626
+    assert best.loc[("non-iid", "inf"), "paper_mnist_rounds"] == 483
+    assert best.loc[("iid", "10"), "paper_mnist_rounds"] == 20
+    assert best.loc[("non-iid", "10"), "paper_mnist_rounds"] == 229
