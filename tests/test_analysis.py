@@ -520,6 +520,16 @@ def test_plot_runs_writes_png_and_svg(tmp_path: Path) -> None:
     assert (tmp_path / "plots" / "accuracy_vs_bytes.png").read_bytes()[:4] == b"\x89PNG"
 
 
+def test_plotting_the_same_runs_twice_gives_identical_svg(tmp_path: Path) -> None:
+    run = make_run(tmp_path / "a", [0.5, 0.6])
+    plot_runs([run], tmp_path / "one", formats=("svg",))
+    plot_runs([run], tmp_path / "two", formats=("svg",))
+    names = sorted(p.name for p in (tmp_path / "one").glob("*.svg"))
+    assert len(names) == 6
+    for name in names:
+        assert (tmp_path / "one" / name).read_bytes() == (tmp_path / "two" / name).read_bytes()
+
+
 def test_plot_runs_several_runs_prefix_and_skip(tmp_path: Path) -> None:
     a = make_run(tmp_path / "a", [0.5, 0.6])
     b = make_run(tmp_path / "b", [0.4, 0.7], seed=3, clients=False, partition=False)

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+import matplotlib
 import numpy as np
 import pandas as pd
 from matplotlib.axes import Axes
@@ -398,9 +399,11 @@ def save_figure(
     paths = []
     for fmt in formats:
         path = Path(out_dir) / f"{stem}.{fmt}"
-        # A creation date in the SVG would make identical figures differ between runs.
+        # A creation date or random element ids in the SVG would make identical figures differ
+        # between runs (and committed figures churn).
         metadata = {"Date": None} if fmt == "svg" else None
-        fig.savefig(path, format=fmt, dpi=PNG_DPI, metadata=metadata)
+        with matplotlib.rc_context({"svg.hashsalt": stem}):
+            fig.savefig(path, format=fmt, dpi=PNG_DPI, metadata=metadata)
         paths.append(path)
     return paths
 
