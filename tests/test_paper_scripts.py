@@ -64,7 +64,9 @@ def test_every_planned_fedprox_run_is_a_valid_config() -> None:
         assert cfg.server.rounds == 200
 
 
-def run_row(partition: str, B: str, lr: float, rounds: float, best: float, **kw) -> dict:
+def run_row(
+    partition: str, B: str, lr: float, rounds: float, best: float, lower: float, **kw
+) -> dict:
     return {
         "model": "cnn",
         "C": 0.1,
@@ -72,10 +74,11 @@ def run_row(partition: str, B: str, lr: float, rounds: float, best: float, **kw)
         "B": B,
         "partition": partition,
         "learning_rate": lr,
-        "rounds_run": 100,
+        "rounds_run": kw.get("rounds_run", 100),
         "run": f"runs/{partition}{B}{lr}",
         "diverged": kw.get("diverged", False),
         "rounds_to_target": rounds,
+        "rounds_to_lower": lower,
         "best_accuracy": best,
     }
 
@@ -83,16 +86,17 @@ def run_row(partition: str, B: str, lr: float, rounds: float, best: float, **kw)
 def test_mcmahan_best_rate_and_speedup() -> None:
     runs = pd.DataFrame(
         [
-            run_row("iid", "inf", 0.1, 300.0, 0.86),
-            run_row("iid", "inf", 0.2, 250.0, 0.87),
-            run_row("iid", "10", 0.05, 20.0, 0.90),
-            run_row("iid", "10", 0.1, 12.5, 0.91),
+            run_row("iid", "inf", 0.1, 300.0, 0.86, 100.0),
+            run_row("iid", "inf", 0.2, 250.0, 0.87, 120.0),
+            run_row("iid", "10", 0.05, 20.0, 0.90, 4.0),
+            run_row("iid", "10", 0.1, 12.5, 0.91, 5.0),
             # Diverged: never the best, however few rounds it ran.
-            run_row("iid", "10", 0.2, math.nan, math.nan, diverged=True),
-            run_row("non-iid", "inf", 0.1, math.nan, 0.80),
+            run_row("iid", "10", 0.2, math.nan, math.nan, math.nan, diverged=True),
+            # FedSGD misses the first target in its 200 rounds but reaches the second.
+            run_row("non-iid", "inf", 0.1, math.nan, 0.82, 150.0, rounds_run=200),
             # Not reached: ranked by best accuracy.
-            run_row("non-iid", "10", 0.05, math.nan, 0.83),
-            run_row("non-iid", "10", 0.1, math.nan, 0.84),
+            run_row("non-iid", "10", 0.05, math.nan, 0.83, 40.0),
+            run_row("non-iid", "10", 0.1, 50.0, 0.86, 30.0),
         ]
     )
     best = MCMAHAN.best_per_setting(runs).set_index(["partition", "B"])
@@ -101,7 +105,15 @@ def test_mcmahan_best_rate_and_speedup() -> None:
     assert best.loc[("iid", "10"), "speedup"] == pytest.approx(250.0 / 12.5)
     assert best.loc[("iid", "inf"), "speedup"] == pytest.approx(1.0)
     assert best.loc[("non-iid", "10"), "learning_rate"] == 0.1
-    assert math.isnan(best.loc[("non-iid", "10"), "speedup"])
+    # Speedups at the second target use the rate chosen by the first.
+    assert best.loc[("iid", "10"), "speedup_lower"] == pytest.approx(120.0 / 5.0)
+    assert not best.loc[("iid", "10"), "speedup_is_bound"]
+    # FedSGD missed 85% within 200 rounds: the speedup is at least 200 / 50.
+    assert best.loc[("non-iid", "10"), "speedup"] == pytest.approx(200 / 50.0)
+    assert best.loc[("non-iid", "10"), "speedup_is_bound"]
+    assert best.loc[("non-iid", "10"), "speedup_lower"] == pytest.approx(150.0 / 30.0)
+    assert not best.loc[("non-iid", "10"), "speedup_lower_is_bound"]
+    assert math.isnan(best.loc[("non-iid", "inf"), "speedup"])
     # The paper's MNIST numbers beside ours: FedSGD 626 / 483, E=5 B=10 20 / 229.
     assert best.loc[("iid", "inf"), "paper_mnist_rounds"] == 626
     assert best.loc[("non-iid", "inf"), "paper_mnist_rounds"] == 483

@@ -39,6 +39,9 @@ LR_GRID = [round(10 ** (k / 3), 4) for k in range(-6, 2)]  # 0.01 ... 2.15
 CNN_SGD_LRS = [0.1]
 CNN_AVG_LRS = [0.0464, 0.1]
 TARGET = {1: 0.85, 2: 0.85}
+# Rounds to a second target this much lower are reported too: a baseline that misses the main
+# target within its cap often reaches this one, which then gives a measured speedup.
+LOWER_BY = 0.05
 
 # The paper's MNIST rounds to 97% (2NN) / 99% (CNN), IID and non-IID.
 PAPER = {
@@ -191,12 +194,19 @@ def record(out: Path, row: dict, iid: bool, lr: float, d: Path, target: float) -
         "diverged": (d / "DIVERGED").exists(),
     }
     if entry["diverged"]:
-        return {**entry, "rounds_to_target": math.nan, "best_accuracy": math.nan}
+        return {
+            **entry,
+            "rounds_to_target": math.nan,
+            "rounds_to_lower": math.nan,
+            "best_accuracy": math.nan,
+        }
     reached = rounds_to_target(rounds, target)
+    lower = rounds_to_target(rounds, target - LOWER_BY)
     summary = json.loads((d / "summary.json").read_text())
     return {
         **entry,
         "rounds_to_target": reached if reached is not None else math.nan,
+        "rounds_to_lower": lower if lower is not None else math.nan,
         "bytes_to_target": rounds_to_target(rounds, target, x="cum_bytes"),
         "best_accuracy": rounds["test_accuracy"].max(),
         "wall_time_s": summary["wall_time_s"],
@@ -216,34 +226,48 @@ def best_per_setting(runs: pd.DataFrame) -> pd.DataFrame:
         paper.append(p[0 if r["partition"] == "iid" else 1] if p else math.nan)
     best = best.assign(paper_mnist_rounds=paper)
     # Speedup against the FedSGD row (B = inf, E = 1) of the same C and partition, as the paper.
+    # When FedSGD missed a target within its cap, its cap bounds the speedup from below.
     base = best[(best["B"] == "inf") & (best["E"] == 1)].set_index(["model", "C", "partition"])
-    speed = []
-    for _, r in best.iterrows():
-        key = (r["model"], r["C"], r["partition"])
-        b = base["rounds_to_target"].get(key, math.nan)
-        speed.append(b / r["rounds_to_target"] if r["rounds_to_target"] else math.nan)
-    return best.assign(speedup=speed).reset_index(drop=True)
+    for col, speed_col in (("rounds_to_target", "speedup"), ("rounds_to_lower", "speedup_lower")):
+        speed, at_least = [], []
+        for _, r in best.iterrows():
+            key = (r["model"], r["C"], r["partition"])
+            b = base[col].get(key, math.nan) if col in base else math.nan
+            bound = math.isnan(b) and key in base.index
+            b = base["rounds_run"].get(key, math.nan) if bound else b
+            speed.append(b / r[col] if r.get(col, 0) else math.nan)
+            at_least.append(bound and not math.isnan(speed[-1]))
+        best = best.assign(**{speed_col: speed, f"{speed_col}_is_bound": at_least})
+    return best.reset_index(drop=True)
 
 
 def write_table(table: pd.DataFrame, out: Path, number: int, target: float) -> None:
     table.to_csv(out / f"table{number}.csv", index=False)
+    lower = target - LOWER_BY
     lines = [
-        f"Rounds to reach {target:.0%} test accuracy on Fashion-MNIST (best learning rate of the "
-        "grid); the paper's MNIST rounds to 97% (2NN) / 99% (CNN) beside them.",
+        f"Rounds to reach {target:.0%} (and {lower:.0%}) test accuracy on Fashion-MNIST, best "
+        "learning rate of the grid (chosen by the first target); speedup against FedSGD of the "
+        'same C and partition ("> x": FedSGD did not reach that target within its cap, so its '
+        "cap bounds the speedup). The paper's MNIST rounds to 97% (2NN) / 99% (CNN) beside them.",
         "",
-        "| model | C | E | B | partition | lr | rounds to target | speedup | paper (MNIST) |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        f"| model | C | E | B | partition | lr | rounds to {target:.0%} | speedup | "
+        f"rounds to {lower:.0%} | speedup | paper (MNIST) |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
+
+    def cells(r: pd.Series, col: str, speed_col: str) -> str:
+        if math.isnan(r[col]):
+            return f"not reached (of {r['rounds_run']}) | "
+        speed = r[speed_col]
+        mark = "> " if r[f"{speed_col}_is_bound"] else ""
+        return f"{r[col]:.1f} | " + ("" if math.isnan(speed) else f"{mark}{speed:.1f}x")
+
     for _, r in table.iterrows():
-        rounds = (
-            "not reached" if math.isnan(r["rounds_to_target"]) else f"{r['rounds_to_target']:.1f}"
-        )
-        rounds += f" (of {r['rounds_run']})" if math.isnan(r["rounds_to_target"]) else ""
-        speed = "" if math.isnan(r["speedup"]) else f"{r['speedup']:.1f}x"
         paper = "" if math.isnan(r["paper_mnist_rounds"]) else f"{r['paper_mnist_rounds']:.0f}"
         lines.append(
             f"| {r['model']} | {r['C']} | {r['E']} | {r['B']} | {r['partition']} | "
-            f"{r['learning_rate']:g} | {rounds} | {speed} | {paper} |"
+            f"{r['learning_rate']:g} | {cells(r, 'rounds_to_target', 'speedup')} | "
+            f"{cells(r, 'rounds_to_lower', 'speedup_lower')} | {paper} |"
         )
     (out / f"table{number}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
