@@ -48,8 +48,8 @@ def test_every_planned_mcmahan_run_is_a_valid_config(table: int, full: bool) -> 
 def test_mcmahan_table2_subset_is_part_of_the_full_grid() -> None:
     subset = {(r["E"], r["B"]): set(r["lrs"]) for r in MCMAHAN.settings(2)}
     full = {(r["E"], r["B"]): set(r["lrs"]) for r in MCMAHAN.settings(2, full=True)}
-    assert set(subset) == {(1, "inf"), (5, "10"), (1, "10")}
-    assert set(full) == set(subset) | {(20, "10")}
+    assert set(subset) == {(1, "inf"), (5, "10")}
+    assert set(full) == set(subset) | {(1, "10"), (20, "10")}
     for key, lrs in subset.items():
         assert lrs <= full[key], key
     assert len(MCMAHAN.settings(1)) == 4
@@ -119,3 +119,24 @@ def test_mcmahan_best_rate_and_speedup() -> None:
     assert best.loc[("non-iid", "inf"), "paper_mnist_rounds"] == 483
     assert best.loc[("iid", "10"), "paper_mnist_rounds"] == 20
     assert best.loc[("non-iid", "10"), "paper_mnist_rounds"] == 229
+
+
+@pytest.mark.parametrize(
+    ("accuracies", "cap", "diverged", "extend"),
+    [
+        ([0.5, 0.7, 0.8], 5, False, True),  # stopped at a lower cap, target not reached
+        ([0.5, 0.7, 0.8], 3, False, False),  # already at the cap
+        ([0.5, 0.9], 5, False, False),  # reached the target: stopped on purpose
+        ([0.5, 0.7], 5, True, False),  # diverged: more rounds would not help
+    ],
+)
+def test_raising_a_cap_extends_only_runs_that_stopped_short(
+    tmp_path: Path, accuracies: list[float], cap: int, diverged: bool, extend: bool
+) -> None:
+    rounds = pd.DataFrame({"round": range(1, len(accuracies) + 1), "test_accuracy": accuracies})
+    rounds.to_csv(tmp_path / "rounds.csv", index=False)
+    (tmp_path / "summary.json").write_text("{}")
+    if diverged:
+        (tmp_path / "DIVERGED").write_text("diverged\n")
+    assert MCMAHAN.short_of_cap(tmp_path, cap, 0.85) is extend
+    assert not MCMAHAN.short_of_cap(tmp_path / "missing", cap, 0.85)

@@ -4,7 +4,8 @@ Every setting (model, IID or pathological non-IID, C, E, B) runs once per learni
 multiplicative grid (steps of 10^(1/3), as in the paper); a run stops when test accuracy reaches
 the target. The best learning rate of a setting is the one reaching the target in the fewest
 rounds (interpolated, McMahan et al.'s rule: fedsim.analysis.rounds_to_target). Runs already
-finished are skipped, so the script can be interrupted and started again.
+finished are skipped, so the script can be interrupted and started again; a run that stopped at
+a lower round cap than the script's now, short of the target, is continued to the new cap.
 
 Usage:
   python experiments/mcmahan2017/run.py --jobs 2        # Table 1 (2NN) and the Table 2 subset
@@ -60,8 +61,8 @@ def settings(table: int, full: bool = False) -> list[dict]:
     """(model, C, B, E, lr grid, round cap) of each row of the table.
 
     Table 2 by default is the subset that finishes in about two hours on 2 cores: FedSGD and
-    FedAvg with B=10 and E=1 or E=5 (rates: CNN_SGD_LRS, CNN_AVG_LRS). ``full`` adds the E=20
-    row and a third learning rate per row.
+    FedAvg E=5 B=10 (rates: CNN_SGD_LRS, CNN_AVG_LRS). ``full`` adds the E=1 and E=20 rows and
+    a third learning rate per row.
     """
     if table == 1:
         rows = []
@@ -77,12 +78,14 @@ def settings(table: int, full: bool = False) -> list[dict]:
     if full:
         sgd_lrs, avg_lrs = LR_GRID[2:5], LR_GRID[1:4]
     rows = [
-        {"model": "cnn", "C": 0.1, "B": "inf", "E": 1, "lrs": sgd_lrs, "cap": 200},
+        {"model": "cnn", "C": 0.1, "B": "inf", "E": 1, "lrs": sgd_lrs, "cap": 300},
         {"model": "cnn", "C": 0.1, "B": "10", "E": 5, "lrs": avg_lrs, "cap": 60},
-        {"model": "cnn", "C": 0.1, "B": "10", "E": 1, "lrs": avg_lrs, "cap": 100},
     ]
     if full:
-        rows.append({"model": "cnn", "C": 0.1, "B": "10", "E": 20, "lrs": avg_lrs, "cap": 60})
+        rows += [
+            {"model": "cnn", "C": 0.1, "B": "10", "E": 1, "lrs": avg_lrs, "cap": 100},
+            {"model": "cnn", "C": 0.1, "B": "10", "E": 20, "lrs": avg_lrs, "cap": 60},
+        ]
     return rows
 
 
@@ -107,18 +110,22 @@ def run_dir(out: Path, row: dict, iid: bool, lr: float) -> Path:
     return out / "runs" / name / f"lr{lr:g}"
 
 
-def run_one(job: tuple[str, list[str]]) -> tuple[str, float]:
-    """Run one setting at one learning rate into its folder; a divergence is recorded."""
+def run_one(job: tuple[str, list[str], int | None]) -> tuple[str, float]:
+    """Run one setting at one learning rate into its folder, or (``extend_to`` set) continue a
+    finished run up to that many rounds; a divergence is recorded."""
     import fedsim
     from fedsim.runtime.errors import DivergedError
 
-    path, over = job
+    path, over, extend_to = job
     d = Path(path)
-    if d.exists():
-        shutil.rmtree(d)
     t = time.perf_counter()
     try:
-        fedsim.run(HERE / "base.toml", overrides=over, out_dir=d)
+        if extend_to is not None:
+            fedsim.resume(d, overrides=[f"server.rounds={extend_to}"])
+        else:
+            if d.exists():
+                shutil.rmtree(d)
+            fedsim.run(HERE / "base.toml", overrides=over, out_dir=d)
     except DivergedError as err:
         # Too large a learning rate: part of the grid search, not a failure.
         (d / "DIVERGED").write_text(f"{err}\n")
@@ -127,6 +134,18 @@ def run_one(job: tuple[str, list[str]]) -> tuple[str, float]:
 
 def finished(d: Path) -> bool:
     return (d / "summary.json").exists() or (d / "DIVERGED").exists()
+
+
+def short_of_cap(d: Path, cap: int, target: float) -> bool:
+    """A finished run that stopped at a lower round cap than ``cap`` without reaching
+    ``target``: raising a cap continues such runs (the same records as a run made with the
+    higher cap from the start) instead of computing them again."""
+    from fedsim.analysis import rounds_to_target
+
+    if not (d / "summary.json").exists() or (d / "DIVERGED").exists():
+        return False
+    rounds = pd.read_csv(d / "rounds.csv")
+    return len(rounds) < cap and rounds_to_target(rounds, target) is None
 
 
 def main() -> int:
@@ -154,7 +173,12 @@ def main() -> int:
                     over = [*overrides(row, iid, lr, targets[number]), *extra]
                     plan.append((number, row, iid, lr, run_dir(out, row, iid, lr), over))
     # Longest first (CNN before 2NN, higher round caps first) so parallel jobs end together.
-    todo = [(str(p[4]), p[5]) for p in plan if not finished(p[4])]
+    todo = [(str(p[4]), p[5], None) for p in plan if not finished(p[4])]
+    todo += [
+        (str(d), over, row["cap"])
+        for n, row, _, _, d, over in plan
+        if short_of_cap(d, row["cap"], targets[n])
+    ]
     todo.sort(key=lambda job: ("cnn" not in job[0], "Binf" not in job[0], "_noniid" not in job[0]))
     print(f"{len(plan)} runs, {len(plan) - len(todo)} already done", flush=True)
     t0 = time.perf_counter()
