@@ -7,10 +7,12 @@ On 28x28 inputs with 10 classes it has 1,663,370 parameters.
 
 Activations are channels-last, (C, B, H, W, channels), with the client axis C first, so each
 convolution is one batched matmul of im2col patches (C, B*H*W, k*k*c_in) with the clients'
-kernels (C, k*k*c_in, c_out). The flat parameter vector holds, layer by layer, the weight as a
-(fan_in, fan_out) matrix followed by its bias; a kernel's fan-in is ordered (row offset, column
-offset, input channel) and the fully connected layer's fan-in is the pooled map flattened as
-(row, column, channel).
+kernels (C, k*k*c_in, c_out). Training passes hold one client and at most ``GRAD_CHUNK``
+samples (see there); evaluation passes are chunked by buffer size.
+
+The flat parameter vector holds, layer by layer, the weight as a (fan_in, fan_out) matrix
+followed by its bias; a kernel's fan-in is ordered (row offset, column offset, input channel)
+and the fully connected layer's fan-in is the pooled map flattened as (row, column, channel).
 """
 
 from __future__ import annotations
