@@ -256,10 +256,10 @@ def best_per_setting(runs: pd.DataFrame) -> pd.DataFrame:
         speed, at_least = [], []
         for _, r in best.iterrows():
             key = (r["model"], r["C"], r["partition"])
-            b = base[col].get(key, math.nan) if col in base else math.nan
+            b = base[col].get(key, math.nan)
             bound = math.isnan(b) and key in base.index
             b = base["rounds_run"].get(key, math.nan) if bound else b
-            speed.append(b / r[col] if r.get(col, 0) else math.nan)
+            speed.append(b / r[col])
             at_least.append(bound and not math.isnan(speed[-1]))
         best = best.assign(**{speed_col: speed, f"{speed_col}_is_bound": at_least})
     return best.reset_index(drop=True)
