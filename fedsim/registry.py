@@ -2,13 +2,31 @@
 
 A component is registered with the dataclass of its options; the config loader validates the
 TOML table of that component against those options (unknown keys and wrong types are errors).
+
+Built-in components register themselves when their package is imported; the packages are
+found through the ``fedsim.components`` entry-point group (``pyproject.toml``), which other
+installed packages may join to add their own components. A name of the form
+``"package.module:attribute"`` loads a user's component from any importable module instead,
+without registering it: each registry turns the loaded object into an :class:`Entry` with its
+``adapt`` function (for example, a strategy class with an ``Options`` dataclass).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
+from importlib.metadata import entry_points
 from typing import Any
+
+#: Entry-point group naming the packages whose import registers built-in components.
+ENTRY_POINT_GROUP = "fedsim.components"
+
+
+@dataclass(frozen=True)
+class NoOptions:
+    """The options of a component that takes none."""
 
 
 @dataclass(frozen=True)
@@ -18,14 +36,67 @@ class Entry:
     options: type
 
 
+class PluginError(KeyError):
+    """A ``module:attribute`` name that cannot be loaded; the message says why."""
+
+
+def load_attribute(spec: str) -> Any:
+    """The object named by ``"package.module:attribute"`` (dotted attributes allowed)."""
+    module_name, _, attr = spec.partition(":")
+    if not module_name or not attr:
+        raise PluginError(f"{spec!r}: expected 'module:attribute'")
+    try:
+        obj: Any = importlib.import_module(module_name)
+    except ImportError as err:
+        raise PluginError(f"{spec!r}: cannot import {module_name!r} ({err})") from None
+    except Exception as err:  # a user's module failing on import is a bad plug-in, not a crash
+        raise PluginError(
+            f"{spec!r}: importing {module_name!r} failed ({type(err).__name__}: {err})"
+        ) from None
+    for part in attr.split("."):
+        try:
+            obj = getattr(obj, part)
+        except AttributeError:
+            raise PluginError(f"{spec!r}: module {module_name!r} has no {attr!r}") from None
+    return obj
+
+
+def options_of(obj: Any) -> type:
+    """A plug-in's options dataclass: its ``Options`` attribute, or :class:`NoOptions`."""
+    opts = getattr(obj, "Options", NoOptions)
+    if not (isinstance(opts, type) and dataclasses.is_dataclass(opts)):
+        raise PluginError(f"{obj!r}: its Options attribute must be a dataclass")
+    return opts
+
+
+def _call_with_options(obj: Any) -> Entry:
+    """Default adaptation: ``obj(*args, **kwargs, **options)``.
+
+    ``args``/``kwargs`` are what the registry's built-in factories receive after their options
+    (a model: ``input_shape, num_classes``; a dataset: ``num_clients=, seed=``; a strategy:
+    nothing), and the options are the fields of the plug-in's ``Options`` dataclass, if any.
+    """
+    opts = options_of(obj)
+
+    def factory(options: Any, *args: Any, **kwargs: Any) -> Any:
+        fields = {f.name: getattr(options, f.name) for f in dataclasses.fields(options)}
+        return obj(*args, **kwargs, **fields)
+
+    return Entry(getattr(obj, "__name__", repr(obj)), factory, opts)
+
+
 class Registry:
     """Components of one kind (``dataset``, ``partition scheme``, ``model``, ``strategy``)."""
 
-    def __init__(self, kind: str) -> None:
+    def __init__(self, kind: str, adapt: Callable[[Any], Entry] = _call_with_options) -> None:
         self.kind = kind
+        self.adapt = adapt
         self._entries: dict[str, Entry] = {}
 
     def register(self, name: str, options: type) -> Callable[[Callable[..., Any]], Any]:
+        if ":" in name:
+            raise ValueError(f"{self.kind} name {name!r}: ':' is reserved for plug-ins")
+
         def decorate(factory: Callable[..., Any]) -> Any:
             if name in self._entries:
                 raise ValueError(f"{self.kind} {name!r} is registered twice")
@@ -35,16 +106,24 @@ class Registry:
         return decorate
 
     def names(self) -> list[str]:
-        _load_builtin_components()
+        load_builtin_components()
         return sorted(self._entries)
 
     def get(self, name: str) -> Entry:
-        _load_builtin_components()
+        """The registered component ``name``, or the plug-in ``"module:attribute"``."""
+        if ":" in name:
+            try:
+                entry = self.adapt(load_attribute(name))
+            except PluginError as err:
+                raise KeyError(f"{self.kind} plug-in {err.args[0]}") from None
+            return dataclasses.replace(entry, name=name)
+        load_builtin_components()
         try:
             return self._entries[name]
         except KeyError:
             raise KeyError(
-                f"unknown {self.kind} {name!r}; choose one of {', '.join(self.names())}"
+                f"unknown {self.kind} {name!r}; choose one of {', '.join(self.names())}, "
+                "or name your own as 'module:attribute'"
             ) from None
 
 
@@ -56,12 +135,17 @@ STRATEGIES = Registry("strategy")
 _loaded = False
 
 
-def _load_builtin_components() -> None:
-    """Import the built-in component modules once; each registers itself on import."""
+def load_builtin_components() -> None:
+    """Import, once, every package of the ``fedsim.components`` entry-point group."""
     global _loaded
     if _loaded:
         return
     _loaded = True
-    import fedsim.data  # noqa: F401
-    import fedsim.models  # noqa: F401
-    import fedsim.strategies  # noqa: F401
+    found = entry_points(group=ENTRY_POINT_GROUP)
+    if not found:
+        raise RuntimeError(
+            f"no {ENTRY_POINT_GROUP!r} entry points: fedsim is not installed "
+            "(pip install -e . from the source folder)"
+        )
+    for ep in sorted(found, key=lambda e: e.name):
+        importlib.import_module(ep.value)
