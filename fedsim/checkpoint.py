@@ -142,13 +142,20 @@ class RunLock:
         self._file.close()
 
 
-def check_resumable(ckpt: Checkpoint, cfg: Any) -> None:
-    """ConfigError unless ``cfg`` (a Config) may continue the run ``ckpt`` was taken from."""
+def check_resumable(
+    ckpt: Checkpoint, cfg: Any, defaults_table: dict[str, Any] | None = None
+) -> None:
+    """ConfigError unless ``cfg`` (a Config) may continue the run ``ckpt`` was taken from.
+
+    ``defaults_table`` (the default config's tables) stands in for keys the run's config lacks.
+    """
     before, now = _flatten(ckpt.state["config"]), _flatten(cfg.to_dict())
+    # A key added to fedsim after the run started had its default value in that run.
+    defaults = _flatten(defaults_table or {})
     for key in sorted(before.keys() | now.keys()):
         if key in RESUMABLE_KEYS:
             continue
-        a, b = before.get(key, "unset"), now.get(key, "unset")
+        a, b = before.get(key, defaults.get(key, "unset")), now.get(key, "unset")
         if json.dumps(a, sort_keys=True) != json.dumps(b, sort_keys=True):
             raise ConfigError(
                 f"{key}: the run being resumed has {a!r}, got {b!r}; a resumed run may change "

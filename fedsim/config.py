@@ -25,7 +25,7 @@ from fedsim.options import (
     to_table,
 )
 from fedsim.privacy.config import PrivacyOptions
-from fedsim.registry import DATASETS, MODELS, PARTITIONERS, STRATEGIES, Registry
+from fedsim.registry import AGGREGATORS, DATASETS, MODELS, PARTITIONERS, STRATEGIES, Registry
 
 _DIST_KINDS = ("constant", "uniform", "lognormal", "tiers")
 
@@ -260,6 +260,7 @@ class Config:
     model: ComponentConfig = ComponentConfig("softmax", None)
     training: TrainingConfig = TrainingConfig()
     strategy: ComponentConfig = ComponentConfig("fedavg", None)
+    aggregator: ComponentConfig = ComponentConfig("mean", None)
     server: ServerConfig = ServerConfig()
     runtime: RuntimeConfig = RuntimeConfig()
     faults: FaultsConfig = FaultsConfig()
@@ -282,6 +283,7 @@ _COMPONENTS: dict[str, tuple[str, Registry]] = {
     "partition": ("scheme", PARTITIONERS),
     "model": ("name", MODELS),
     "strategy": ("name", STRATEGIES),
+    "aggregator": ("name", AGGREGATORS),
 }
 _PLAIN: dict[str, type] = {
     "experiment": ExperimentConfig,

@@ -22,9 +22,17 @@ from fedsim.data.base import FederatedDataset
 from fedsim.models.base import Model
 from fedsim.rng import Purpose, generator
 
-__all__ = ["PERCENTILES", "client_accuracies", "client_accuracy_percentiles", "sample_eval_clients"]
+__all__ = [
+    "CLIENT_ACC_COLUMNS",
+    "PERCENTILES",
+    "client_accuracies",
+    "client_accuracy_percentiles",
+    "sample_eval_clients",
+]
 
 PERCENTILES = (10, 50, 90)
+#: The rounds.csv columns of the per-client spread, whichever data the dataset offers.
+CLIENT_ACC_COLUMNS = ("client_acc_p10", "client_acc_p50", "client_acc_p90", "client_acc_mean")
 # Sub-key under EVAL_CLIENTS: the synthetic test-set devices use the bare key, and this sample
 # must be independent of them.
 _SAMPLE_STREAM = 1

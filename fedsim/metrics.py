@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -12,38 +13,78 @@ import pandas as pd
 
 from fedsim.options import ConfigError
 
-ROUND_COLUMNS = [
-    "round",
-    "sim_time_s",
-    "round_duration_s",
-    "selected",
-    "completed",
-    "stragglers",
-    "dropped",
-    "reporting",
-    "rejected",
-    "bytes_down",
-    "bytes_up",
-    "cum_bytes_down",
-    "cum_bytes_up",
-    "cum_bytes",
-    "train_loss",
-    "test_accuracy",
-    "test_loss",
-    "global_train_loss",
-    "global_train_accuracy",
-    "client_acc_p10",
-    "client_acc_p50",
-    "client_acc_p90",
-    "client_acc_mean",
-    "failed",
-    "aborted",
-    "epsilon",
-    "clip_norm",
-    "server_s",
-    "train_s",
-    "wall_time_s",
-]
+
+@dataclass(frozen=True)
+class Column:
+    """One column of a record file: its name and what it holds (units included)."""
+
+    name: str
+    meaning: str
+
+
+#: rounds.csv: one row per round. The README's table of columns is checked against this.
+ROUND_SCHEMA: tuple[Column, ...] = (
+    Column("round", "round number, from 1"),
+    Column("sim_time_s", "simulated time at the end of the round (s)"),
+    Column("round_duration_s", "simulated length of the round (s)"),
+    Column("selected", "clients selected (the cohort, over-selection included)"),
+    Column("completed", "clients that finished within the deadline and were kept"),
+    Column(
+        "stragglers", "clients that did not finish in time (partial work if the policy keeps it)"
+    ),
+    Column("dropped", "clients that failed mid-round"),
+    Column("reporting", "clients whose update reached the server"),
+    Column("rejected", "reported updates rejected as non-finite or above server.max_update_norm"),
+    Column("bytes_down", "bytes sent to clients this round (model and broadcast)"),
+    Column("bytes_up", "bytes sent by clients this round (updates, payloads, protocol messages)"),
+    Column("cum_bytes_down", "bytes_down summed over rounds so far"),
+    Column("cum_bytes_up", "bytes_up summed over rounds so far"),
+    Column("cum_bytes", "cum_bytes_down + cum_bytes_up"),
+    Column("train_loss", "sample-weighted mean of the reporting clients' local training loss"),
+    Column("test_accuracy", "accuracy of the global model on the test set (when evaluated)"),
+    Column("test_loss", "cross-entropy of the global model on the test set"),
+    Column("global_train_loss", "loss on the training data of all clients (server.eval_train)"),
+    Column("global_train_accuracy", "accuracy on the training data of all clients"),
+    Column("client_acc_p10", "10th percentile of per-client accuracy (server.client_eval_every)"),
+    Column("client_acc_p50", "median per-client accuracy"),
+    Column("client_acc_p90", "90th percentile of per-client accuracy"),
+    Column("client_acc_mean", "mean per-client accuracy (each client counts once)"),
+    Column("failed", "too few updates for server.min_completed: the model was kept"),
+    Column("aborted", "secure aggregation could not unmask (too few survivors)"),
+    Column("epsilon", "DP epsilon spent after this round (privacy.enabled)"),
+    Column("clip_norm", "DP clipping norm used this round"),
+    Column("server_s", "wall time of selection and planning (s)"),
+    Column("train_s", "wall time of client work, aggregation and the server step (s)"),
+    Column("wall_time_s", "wall time of the whole round, evaluation included (s)"),
+)
+
+#: clients.csv: one row per selected client per round.
+CLIENT_SCHEMA: tuple[Column, ...] = (
+    Column("round", "round number"),
+    Column("client_id", "the client's id in the population"),
+    Column("tier", "its device tier (population.tiers), or 'all'"),
+    Column("outcome", "completed, straggler or dropped"),
+    Column("num_samples", "its training samples"),
+    Column("epochs_done", "epochs whose work reached the server (0 if none)"),
+    Column("download_s", "simulated download time (s)"),
+    Column("compute_s", "simulated local compute time of the planned work (s)"),
+    Column("upload_s", "simulated upload time (s)"),
+    Column("train_loss", "its mean local training loss (NaN if it did not train)"),
+    Column("rejected", "its update was rejected"),
+    Column("protocol_bytes_up", "secure aggregation only: protocol messages sent (bytes)"),
+    Column("protocol_bytes_down", "secure aggregation only: protocol messages received (bytes)"),
+)
+
+ROUND_COLUMNS = [c.name for c in ROUND_SCHEMA]
+
+
+def schema_table(schema: tuple[Column, ...]) -> str:
+    """A schema as the Markdown table the README shows."""
+    rows = [f"| `{c.name}` | {c.meaning} |" for c in schema]
+    return "\n".join(["| column | what it holds |", "| --- | --- |", *rows])
+
+
+CLIENT_COLUMNS = [c.name for c in CLIENT_SCHEMA]
 
 
 ROUNDS_FILE = "rounds.csv"
@@ -81,19 +122,29 @@ class Recorder:
                     f"{path}: holds {have} bytes, the checkpoint needs {size}; records damaged"
                 )
         # Validate before cutting anything, so a refused resume leaves the folder as it was.
+        header: list[str] = ROUND_COLUMNS
         if offsets.get(ROUNDS_FILE, 0):
             with (out_dir / ROUNDS_FILE).open() as f:
                 header = f.readline().rstrip("\r\n").split(",")
-            if header != ROUND_COLUMNS:
+            unknown = sorted(set(header) - set(ROUND_COLUMNS))
+            if unknown:
                 raise ConfigError(
-                    f"{out_dir / ROUNDS_FILE}: columns differ from this version of fedsim's "
-                    "rounds.csv; cannot continue it"
+                    f"{out_dir / ROUNDS_FILE}: column {unknown[0]!r} is not one of this version "
+                    "of fedsim's rounds.csv; cannot continue it"
                 )
         for name in (ROUNDS_FILE, CLIENTS_FILE):
             size = int(offsets.get(name, 0))
             if size:
                 os.truncate(out_dir / name, size)
             rec.offsets[name] = size
+        if header != ROUND_COLUMNS:
+            # Written by a version with fewer columns: rewrite it with today's (new ones empty).
+            old = pd.read_csv(out_dir / ROUNDS_FILE)
+            path = out_dir / ROUNDS_FILE
+            tmp = path.with_name(f".{path.name}.tmp")
+            old.reindex(columns=ROUND_COLUMNS).to_csv(tmp, index=False, float_format="%.10g")
+            os.replace(tmp, path)
+            rec.offsets[ROUNDS_FILE] = path.stat().st_size
         if rec.offsets[ROUNDS_FILE]:
             frame = pd.read_csv(out_dir / ROUNDS_FILE)
             rec.rounds = frame.to_dict("records")

@@ -131,6 +131,7 @@ DATASETS = Registry("dataset")
 PARTITIONERS = Registry("partition scheme")
 MODELS = Registry("model")
 STRATEGIES = Registry("strategy")
+AGGREGATORS = Registry("aggregator")
 
 _loaded = False
 

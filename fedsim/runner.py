@@ -22,6 +22,7 @@ import pandas as pd
 
 from fedsim import checkpoint
 from fedsim import config as config_mod
+from fedsim.aggregators.base import Aggregator
 from fedsim.config import Config
 from fedsim.data import FederatedDataset, build_dataset
 from fedsim.metrics import Recorder, write_json, write_text
@@ -29,7 +30,7 @@ from fedsim.models.base import Model
 from fedsim.options import ConfigError
 from fedsim.population import Population
 from fedsim.privacy.rounds import round_accountant
-from fedsim.registry import MODELS, STRATEGIES
+from fedsim.registry import AGGREGATORS, MODELS, STRATEGIES
 from fedsim.runtime.errors import RunError, WorkerFailedError
 from fedsim.runtime.executors import LocalExecutor
 from fedsim.runtime.server import RoundResult, Server, ServerActor
@@ -72,20 +73,51 @@ class Experiment:
     model: Model
     strategy: Strategy
     population: Population
+    aggregator: Aggregator
     base_dir: Path | None = None
 
 
-def prepare(cfg: Config, base_dir: Path | None = None) -> Experiment:
-    """Build dataset, model, strategy and population; raises ConfigError on bad input."""
+def prepare(
+    cfg: Config, base_dir: Path | None = None, strategy: Strategy | None = None
+) -> Experiment:
+    """Build dataset, model, strategy and population; raises ConfigError on bad input.
+
+    ``strategy`` replaces the configured one (the Python API's ``run(cfg, strategy=...)``).
+    """
     dataset = build_dataset(
         cfg.data, cfg.partition, cfg.population.num_clients, cfg.experiment.seed
     )
     model = MODELS.get(cfg.model.name).factory(
         cfg.model.options, dataset.input_shape, dataset.num_classes
     )
-    strategy = STRATEGIES.get(cfg.strategy.name).factory(cfg.strategy.options)
+    if strategy is None:
+        strategy = STRATEGIES.get(cfg.strategy.name).factory(cfg.strategy.options)
+    _check_strategy(strategy, "strategy.name")
+    aggregator = AGGREGATORS.get(cfg.aggregator.name).factory(cfg.aggregator.options)
+    if not isinstance(aggregator, Aggregator):
+        raise ConfigError(f"aggregator.name: {cfg.aggregator.name!r} did not make an Aggregator")
+    private = cfg.privacy.enabled or cfg.privacy.secure_aggregation
+    if private and strategy.client.payloads:
+        raise ConfigError(
+            f"strategy.name: {cfg.strategy.name!r} uploads {', '.join(strategy.client.payloads)} "
+            "beside the update, which [privacy] does not protect; use it without privacy"
+        )
+    if private and not aggregator.streaming:
+        raise ConfigError(
+            f"aggregator.name: {cfg.aggregator.name!r} needs each client's update, which "
+            "[privacy] hides (DP clips and noises the sum; secure aggregation reveals only "
+            "the sum); use aggregator.name = 'mean'"
+        )
     population = Population(cfg.population, cfg.experiment.seed, base_dir)
-    return Experiment(cfg, dataset, model, strategy, population, base_dir)
+    return Experiment(cfg, dataset, model, strategy, population, aggregator, base_dir)
+
+
+def _check_strategy(strategy: Any, key: str) -> None:
+    if not isinstance(strategy, Strategy):
+        raise ConfigError(
+            f"{key}: made a {type(strategy).__name__}, not a fedsim Strategy "
+            "(subclass fedsim.strategies.Strategy)"
+        )
 
 
 def default_out_dir(cfg: Config, root: Path = Path("results")) -> Path:
@@ -102,14 +134,11 @@ def default_out_dir(cfg: Config, root: Path = Path("results")) -> Path:
     return path
 
 
-def train_spec(cfg: Config, strategy: Strategy) -> TrainSpec:
-    t = cfg.training
+def train_spec(cfg: Config, strategy: Strategy, aggregator: Aggregator | None = None) -> TrainSpec:
     return TrainSpec(
         seed=cfg.experiment.seed,
-        batch_size=0 if t.full_batch else int(t.batch_size),
-        learning_rate=t.learning_rate,
-        shuffle=t.shuffle,
-        prox_mu=strategy.prox_mu,
+        client=strategy.client,
+        streaming=aggregator is None or aggregator.streaming,
         max_update_norm=cfg.server.max_update_norm,
         nan_update_rate=cfg.faults.nan_update_rate,
     )
@@ -165,12 +194,18 @@ class _Session:
 
     def __init__(self, exp: Experiment) -> None:
         cfg = exp.cfg
-        spec = train_spec(cfg, exp.strategy)
+        spec = train_spec(cfg, exp.strategy, exp.aggregator)
         self.backend = cfg.runtime.backend
         if self.backend == "local":
             executor = LocalExecutor(exp.model, exp.dataset, spec)
             self.server = Server(
-                cfg, exp.dataset, exp.model, exp.strategy, exp.population, executor
+                cfg,
+                exp.dataset,
+                exp.model,
+                exp.strategy,
+                exp.population,
+                executor,
+                exp.aggregator,
             )
             self.num_workers = 1
             return
@@ -190,6 +225,7 @@ class _Session:
             exp.strategy,
             exp.population,
             self.num_workers,
+            exp.aggregator,
         )
 
     def round(self) -> RoundResult:
@@ -252,11 +288,13 @@ def run(
     progress: bool = False,
     on_round: Callable[[dict[str, Any]], None] | None = None,
     resume: bool = False,
+    strategy: Strategy | None = None,
 ) -> RunResult:
     """Run an experiment; with ``out_dir`` its records are written there as rounds finish.
 
     ``out_dir`` must not hold a run already, unless ``resume``: then that run is continued
     from its last checkpoint (its config must be this one, see :func:`resume`).
+    ``strategy`` (a :class:`fedsim.strategies.Strategy`) replaces the configured strategy.
     """
     base_dir = None
     if isinstance(config, str | Path):
@@ -271,8 +309,8 @@ def run(
                 f"{out}: already holds a run; continue it with fedsim run --resume {out}, "
                 "or choose another output folder"
             )
-        return _continue(out, cfg, base_dir, progress, on_round)
-    exp = prepare(cfg, base_dir)
+        return _continue(out, cfg, base_dir, progress, on_round, strategy)
+    exp = prepare(cfg, base_dir, strategy)
     return _execute(exp, out, None, progress, on_round)
 
 
@@ -303,14 +341,15 @@ def _continue(
     base_dir: Path | None,
     progress: bool,
     on_round: Callable[[dict[str, Any]], None] | None,
+    strategy: Strategy | None = None,
 ) -> RunResult:
     ckpt = checkpoint.load(run_dir)
     if ckpt is None:
         raise ConfigError(f"{run_dir}: has no checkpoint to resume from")
-    checkpoint.check_resumable(ckpt, cfg)
+    checkpoint.check_resumable(ckpt, cfg, config_mod.from_dict({}).to_dict())
     if base_dir is None and ckpt.state.get("base_dir"):
         base_dir = Path(ckpt.state["base_dir"])
-    return _execute(prepare(cfg, base_dir), run_dir, ckpt, progress, on_round)
+    return _execute(prepare(cfg, base_dir, strategy), run_dir, ckpt, progress, on_round)
 
 
 def _execute(
@@ -330,6 +369,7 @@ def _execute(
     # Ray is started (or reached) before anything is written, so a bad address leaves no folder.
     session = _Session(exp)
     bar = lock = None
+    reopened = False
     try:
         if out is not None:
             lock = checkpoint.RunLock(out)
@@ -341,6 +381,7 @@ def _execute(
             assert out is not None
             session.load_state_dict(ckpt.state["server"])
             recorder = Recorder.reopen(out, ckpt.state["records"])
+            reopened = True
             write_text(out / CONFIG_FILE, config_mod.dumps_toml(cfg.to_dict()))
             if not (out / "partition.csv").exists():
                 _write_partition(exp, out)
@@ -364,7 +405,9 @@ def _execute(
             checkpoint.save(out, state)
 
         done = ckpt.round if ckpt is not None else 0
-        if ckpt is None:
+        if ckpt is None or reopened:
+            # On resume too: reopening may have rewritten the records (new columns), so the
+            # checkpoint must count their bytes as they are now.
             save()
             # config.toml last: a folder holding it always holds a checkpoint as well.
             if out is not None:

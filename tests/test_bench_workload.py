@@ -142,7 +142,8 @@ def test_probe_timestamps_lines_and_sees_the_memory_of_the_process() -> None:
 def test_stacking_clients_across_chunks_gives_each_chunk_the_same_bits(model: str) -> None:
     from helpers import small_config
 
-    from fedsim.runtime.work import make_chunks, train_chunk, train_chunks
+    from fedsim.runtime.server import round_context
+    from fedsim.runtime.work import make_chunks, train_chunks
 
     cfg = small_config(f"model.name='{model}'", "strategy.name='fedprox'", "strategy.mu=0.1")
     exp = prepare(cfg)
@@ -153,9 +154,10 @@ def test_stacking_clients_across_chunks_gives_each_chunk_the_same_bits(model: st
     epochs = 1 + ids % 2
     chunks = make_chunks(ids, sizes, epochs, 8)
     w0 = exp.model.init(0)
-    together = train_chunks(exp.model, exp.dataset, w0, spec, 2, chunks)
+    ctx = round_context(cfg, 2)
+    together = train_chunks(exp.model, exp.dataset, w0, spec, ctx, chunks)
     for chunk, res in zip(chunks, together, strict=True):
-        alone = train_chunk(exp.model, exp.dataset, w0, spec, 2, chunk)
+        (alone,) = train_chunks(exp.model, exp.dataset, w0, spec, ctx, [chunk])
         assert res.index == alone.index and res.weight == alone.weight
         assert np.array_equal(res.weighted_sum, alone.weighted_sum)
         assert np.array_equal(res.train_loss, alone.train_loss)

@@ -14,7 +14,7 @@ from fedsim.privacy import accounting
 from fedsim.privacy.dp import central_noise
 from fedsim.privacy.secagg import fixed_point_levels, neighbour_count
 from fedsim.runner import prepare, resume
-from fedsim.training import local_sgd
+from fedsim.strategies.local_sgd import local_sgd
 
 TIMING = ["server_s", "train_s", "wall_time_s"]
 # 200 clients, 20 per round: q = 0.1, expected cohort q N = 20.

@@ -23,7 +23,7 @@ from fedsim.metrics import ROUND_COLUMNS
 from fedsim.options import ConfigError
 from fedsim.rng import Purpose, uniform
 from fedsim.runner import _Session, prepare, resume
-from fedsim.training import local_sgd
+from fedsim.strategies.local_sgd import local_sgd
 
 TIMING_COLUMNS = {"server_s", "train_s", "wall_time_s"}
 REPO = Path(__file__).resolve().parents[1]

@@ -9,7 +9,7 @@ from helpers import small_config
 
 import fedsim
 from fedsim.runner import prepare
-from fedsim.training import local_sgd
+from fedsim.strategies.local_sgd import local_sgd
 
 TIMING_COLUMNS = ["server_s", "train_s", "wall_time_s"]
 

@@ -4,8 +4,8 @@ The order within a round is: clip (worker), local or distributed noise (worker),
 mask (worker, with secure aggregation), sum (worker per chunk, then server in chunk order),
 unmask and decode (server), central noise and division by the expected cohort q N (server).
 
-:class:`ClientStep` is one small object per round, shipped to the workers with the model;
-:func:`privatize_updates` is what a worker calls on each stack of trained models.
+:class:`ClientStep` is one small object per round from which the worker-side stages of the
+update pipeline are built (:func:`fedsim.pipeline.privacy.privacy_pipeline`).
 :class:`ServerPrivacy` holds what carries from round to round (the adaptive clip norm) and the
 accountant, and does the server's part.
 """
@@ -21,23 +21,18 @@ import numpy as np
 from fedsim.privacy.config import PrivacyOptions
 from fedsim.privacy.dp import (
     AdaptiveClip,
-    client_noise,
-    clip_updates,
     distributed_noise_stddev,
     noisy_average,
     poisson_sample,
     update_noise_multiplier,
 )
-from fedsim.privacy.purpose import PrivacyPurpose
 from fedsim.privacy.secagg import (
     MASKED_INPUT,
     NUM_PROTOCOL_ROUNDS,
     SHARE_KEYS,
     SecAggRound,
     dequantize,
-    mask_input,
     modular_sum,
-    quantize,
     setup_round,
     unmask,
 )
@@ -71,53 +66,6 @@ class ClientStep:
         return np.uint64 if self.secagg is not None else np.float64
 
 
-def privatize_updates(
-    step: ClientStep,
-    ids: np.ndarray,
-    num_samples: int,
-    w: np.ndarray,
-    w_global: np.ndarray,
-    rejected: np.ndarray,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Each client's contribution to the sum (K, P) and whether its update was unclipped.
-
-    Rejected updates (non-finite, see ``screen_updates``) contribute zeros: under secure
-    aggregation the client still sends a masked input, so the protocol's view is unchanged.
-    Contributions are float64 (clipped, noised deltas) or, with secure aggregation, uint64
-    masked fixed-point inputs.
-    """
-    deltas = w.astype(np.float64) - w_global
-    deltas[rejected] = 0.0
-    if step.clip_norm > 0:
-        rows, norms = clip_updates(deltas, step.clip_norm)
-        unclipped = norms <= step.clip_norm
-        size = w_global.size
-        if step.local_stddev > 0:
-            rows += client_noise(ids, size, step.local_stddev, step.seed, step.round)
-        if step.distributed_stddev > 0:
-            rows += client_noise(
-                ids,
-                size,
-                step.distributed_stddev,
-                step.seed,
-                step.round,
-                PrivacyPurpose.DISTRIBUTED_NOISE,
-            )
-    else:
-        # Secure aggregation without DP: FedAvg's weights travel inside the masked sum.
-        rows, unclipped = deltas * num_samples, np.ones(len(deltas), dtype=bool)
-    unclipped &= ~rejected
-    if step.secagg is None:
-        rows[rejected] = 0.0  # the server sees a rejected update and leaves it out
-        return rows, unclipped
-    rnd = step.secagg
-    fixed = quantize(rows, rnd.bits, step.clip_range, rnd.num_clients)
-    masked = np.stack(
-        [mask_input(rnd, rnd.index(int(c)), x) for c, x in zip(ids, fixed, strict=True)]
-    )
-    return masked, unclipped
-
-
 @dataclass
 class SecAggCosts:
     """Secure aggregation's per-client bytes beyond the plain transfers, and its extra time."""
@@ -128,10 +76,10 @@ class SecAggCosts:
 
 
 @dataclass
-class Aggregate:
-    """The server's outcome of a private round."""
+class PrivateMean:
+    """The server's outcome of a private round: the mean update, or why there is none."""
 
-    w: np.ndarray | None  # next model, None if the round was aborted
+    delta: np.ndarray | None  # float64 mean update (noised with DP); None if aborted
     aborted: bool = False
     reason: str = ""
 
@@ -264,22 +212,22 @@ class ServerPrivacy:
         step: ClientStep,
         sums: list[np.ndarray],
         total_samples: float,
-    ) -> Aggregate:
-        """Next model from the chunks' partial sums (in chunk order)."""
+    ) -> PrivateMean:
+        """The round's mean update from the chunks' partial sums (in chunk order)."""
         o = self.opts
         if step.secagg is not None:
             rnd = step.secagg
             masked = modular_sum(np.stack(sums), rnd.bits) if sums else np.zeros(w.size, np.uint64)
             res = unmask(rnd, masked, min_inputs=self.min_inputs)
             if res.aborted:
-                return Aggregate(None, True, res.reason)
+                return PrivateMean(None, True, res.reason)
             total = dequantize(res.total, rnd.bits, step.clip_range, rnd.num_clients)
         else:
             total = np.zeros(w.size, dtype=np.float64)
             for s in sums:
                 total += s
         if not self.dp:
-            return Aggregate((w + total / total_samples).astype(np.float32))
+            return PrivateMean(total / total_samples)
         z = 0.0 if o.distributed_noise else self.z_update
         avg = noisy_average(
             total,
@@ -289,7 +237,7 @@ class ServerPrivacy:
             seed=self.seed,
             round_=step.round,
         )
-        return Aggregate((w + avg).astype(np.float32))
+        return PrivateMean(avg)
 
     def after_round(self, round_: int, unclipped: int) -> None:
         """Adaptive clipping's step from the round's count of unclipped updates."""

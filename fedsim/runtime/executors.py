@@ -12,9 +12,10 @@ from threadpoolctl import threadpool_limits
 
 from fedsim.data.base import FederatedDataset
 from fedsim.models.base import Model
-from fedsim.privacy.rounds import ClientStep
+from fedsim.pipeline.base import Pipeline
 from fedsim.runtime.errors import WorkerFailedError
-from fedsim.runtime.work import Chunk, ChunkResult, TrainSpec, train_chunk, train_chunks
+from fedsim.runtime.work import Chunk, ChunkResult, TrainSpec, train_chunks
+from fedsim.strategies.base import RoundContext
 
 #: Models up to this size are sent with each worker call instead of through the object store.
 INLINE_MODEL_BYTES = 64 * 1024
@@ -28,10 +29,10 @@ class Executor(ABC):
     @abstractmethod
     async def train(
         self,
-        round_: int,
+        ctx: RoundContext,
         w_global: np.ndarray,
         chunks: list[Chunk],
-        privacy: ClientStep | None = None,
+        pipeline: Pipeline | None = None,
     ) -> list[ChunkResult]:
         """Train every chunk from ``w_global``; results ordered by chunk index."""
 
@@ -49,14 +50,14 @@ class LocalExecutor(Executor):
 
     async def train(
         self,
-        round_: int,
+        ctx: RoundContext,
         w_global: np.ndarray,
         chunks: list[Chunk],
-        privacy: ClientStep | None = None,
+        pipeline: Pipeline | None = None,
     ) -> list[ChunkResult]:
         with threadpool_limits(limits=1):
             return train_chunks(
-                self.model, self.dataset, w_global, self.spec, round_, chunks, privacy
+                self.model, self.dataset, w_global, self.spec, ctx, chunks, pipeline
             )
 
 
@@ -82,26 +83,18 @@ class TrainWorker:
 
     def train(
         self,
-        round_: int,
+        ctx: RoundContext,
         w_global: np.ndarray,
         chunks: list[Chunk],
         die: bool = False,
-        privacy: ClientStep | None = None,
+        pipeline: Pipeline | None = None,
     ) -> list[ChunkResult]:
         """Train ``chunks``; ``die`` (fault injection) ends the process after the first one."""
-        if not die:
-            return train_chunks(
-                self.model, self.dataset, w_global, self.spec, round_, chunks, privacy
-            )
-        out = []
-        for c in chunks:
-            out.append(
-                train_chunk(self.model, self.dataset, w_global, self.spec, round_, c, privacy)
-            )
-            if die:
-                # A real process death mid-call, as the OS or a lost node would cause it.
-                os._exit(1)
-        return out
+        if die:
+            train_chunks(self.model, self.dataset, w_global, self.spec, ctx, chunks[:1], pipeline)
+            # A real process death mid-call, as the OS or a lost node would cause it.
+            os._exit(1)
+        return train_chunks(self.model, self.dataset, w_global, self.spec, ctx, chunks, pipeline)
 
     def pid(self) -> int:
         return os.getpid()
@@ -146,10 +139,10 @@ class RayExecutor(Executor):
 
     async def train(
         self,
-        round_: int,
+        ctx: RoundContext,
         w_global: np.ndarray,
         chunks: list[Chunk],
-        privacy: ClientStep | None = None,
+        pipeline: Pipeline | None = None,
     ) -> list[ChunkResult]:
         import ray
 
@@ -158,12 +151,15 @@ class RayExecutor(Executor):
         # A small model travels inside the call itself; a put costs more than a copy of it
         # (about 2 ms per round, measured), while a large one is put once for all workers.
         w_ref = w_global if w_global.nbytes <= INLINE_MODEL_BYTES else ray.put(w_global)
-        # The round's secure-aggregation state (keys, graph) is put once, shared by reference.
-        p_ref = ray.put(privacy) if privacy is not None and privacy.secagg is not None else privacy
+        broadcast = sum(v.nbytes for v in ctx.broadcast.values())
+        ctx_ref = ctx if broadcast <= INLINE_MODEL_BYTES else ray.put(ctx)
+        # The round's stages (secure aggregation's keys and graph) are put once, by reference.
+        p_ref = ray.put(pipeline) if pipeline else None
         plan = assign_chunks(chunks, self.num_workers)
         deaths = [0]  # this round's, shared by the per-worker calls
         calls = [
-            self._train_on(i, round_, w_ref, part, deaths, p_ref) for i, part in enumerate(plan)
+            self._train_on(i, ctx.round, ctx_ref, w_ref, part, deaths, p_ref)
+            for i, part in enumerate(plan)
         ]
         results = [r for part in await asyncio.gather(*calls) for r in part]
         return sorted(results, key=lambda r: r.index)
@@ -172,10 +168,11 @@ class RayExecutor(Executor):
         self,
         i: int,
         round_: int,
+        ctx: Any,
         w_ref: Any,
         part: list[Chunk],
         deaths: list[int],
-        privacy: Any = None,
+        pipeline: Any = None,
     ) -> list[ChunkResult]:
         import ray
 
@@ -188,7 +185,7 @@ class RayExecutor(Executor):
             die = i == 0 and round_ == self.kill_at_round and self._kills < self.kill_times
             self._kills += die
             try:
-                return await self.workers[i].train.remote(round_, w_ref, part, die, privacy)
+                return await self.workers[i].train.remote(ctx, w_ref, part, die, pipeline)
             except died as err:
                 deaths[0] += 1
                 if deaths[0] > self.max_restarts:

@@ -1,27 +1,34 @@
-"""The server: selects a cohort, plans it on the virtual clock, has it trained, aggregates."""
+"""The server: a synchronous round as a sequence of stages, each with one job.
+
+select -> plan (clock) -> client work (workers: client update, update pipeline, partial sums)
+-> aggregate -> server step (the strategy) -> evaluate -> record.
+"""
 
 from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from fedsim.clock import OUTCOME_NAMES, plan_round
+from fedsim.aggregators.base import Aggregator, MeanAggregator, PerClientAggregator
+from fedsim.clock import COMPLETED, DROPPED, OUTCOME_NAMES, STRAGGLER, RoundPlan, plan_round
 from fedsim.config import Config
 from fedsim.data.base import FederatedDataset
+from fedsim.evaluation import CLIENT_ACC_COLUMNS
 from fedsim.models.base import Model
+from fedsim.pipeline.base import Pipeline, Stage
+from fedsim.pipeline.privacy import UNCLIPPED, privacy_pipeline
 from fedsim.population import Population
-from fedsim.privacy.rounds import ServerPrivacy
+from fedsim.privacy.rounds import ClientStep, SecAggCosts, ServerPrivacy
+from fedsim.runtime.client_state import ClientStateStore
 from fedsim.runtime.errors import DivergedError, RunError
 from fedsim.runtime.executors import Executor
-from fedsim.runtime.work import make_chunks
-from fedsim.strategies.base import Strategy
-
-_CLIENT_ACC_KEYS = ("client_acc_p10", "client_acc_p50", "client_acc_p90", "client_acc_mean")
+from fedsim.runtime.work import ChunkResult, make_chunks
+from fedsim.strategies.base import Aggregate, RoundContext, Strategy
 
 
 @dataclass
@@ -30,6 +37,40 @@ class RoundResult:
 
     record: dict[str, Any]
     clients: dict[str, np.ndarray]
+
+
+@dataclass
+class _Round:
+    """What the stages of one round hand each other."""
+
+    r: int
+    ids: np.ndarray
+    plan: RoundPlan
+    step: ClientStep | None = None
+    costs: SecAggCosts | None = None
+    client_loss: np.ndarray = field(default_factory=lambda: np.empty(0))
+    rejected: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=bool))
+    train_loss: float = math.nan
+    failed: bool = False
+    aborted: bool = False
+    unclipped: int = 0
+    clip_norm: float = math.nan  # the DP clipping norm the round's clients used
+    times: dict[str, float] = field(default_factory=dict)
+
+
+def round_context(
+    cfg: Config, r: int, broadcast: dict[str, np.ndarray] | None = None
+) -> RoundContext:
+    """What the clients of round ``r`` are told besides the model, from the config."""
+    t = cfg.training
+    return RoundContext(
+        round=r,
+        seed=cfg.experiment.seed,
+        learning_rate=t.learning_rate,
+        batch_size=0 if t.full_batch else int(t.batch_size),
+        shuffle=t.shuffle,
+        broadcast=broadcast or {},
+    )
 
 
 class Server:
@@ -43,9 +84,13 @@ class Server:
         strategy: Strategy,
         population: Population,
         executor: Executor,
+        aggregator: Aggregator | None = None,
+        stages: tuple[Stage, ...] = (),
     ) -> None:
         self.cfg, self.dataset, self.model = cfg, dataset, model
         self.strategy, self.population, self.executor = strategy, population, executor
+        self.aggregator = aggregator if aggregator is not None else MeanAggregator()
+        self.stages = stages  # run-wide update-pipeline stages, before the privacy stages
         self.sizes = dataset.client_sizes()
         self.w = model.init(cfg.experiment.seed)
         self.round = 0
@@ -63,26 +108,54 @@ class Server:
                 cfg.server.min_completed,
                 cfg.experiment.seed,
             )
+        P = model.num_parameters
+        strategy.setup(P, population.num_clients)
+        widths = {**strategy.client.state, **Pipeline(stages).state}
+        self.client_state = {
+            name: ClientStateStore(P if w < 0 else w) for name, w in widths.items()
+        }
 
     async def run_round(self) -> RoundResult:
         """Run the next round; the model is unchanged if too few clients report."""
-        t_start = time.perf_counter()
+        t0 = time.perf_counter()
+        rnd = self._plan(self.round + 1, self._select(self.round + 1))
+        rnd.times["server_s"] = time.perf_counter() - t0
+        if not rnd.failed:
+            results = await self._client_work(rnd)
+            agg = self._aggregate(rnd, results)
+            if agg is not None:
+                self._server_step(rnd, agg)
+        if self.privacy is not None and self.privacy.dp and not rnd.failed:
+            self.privacy.after_round(rnd.r, rnd.unclipped)
+        rnd.times["train_s"] = time.perf_counter() - t0 - rnd.times["server_s"]
+        self.round = rnd.r
+        duration_s, bytes_down, bytes_up = self._costs(rnd)
+        self.sim_time_s += duration_s
+        self.cum_bytes_down += bytes_down
+        self.cum_bytes_up += bytes_up
+        evals = self._evaluate(rnd.r)
+        rnd.times["wall_time_s"] = time.perf_counter() - t0
+        return RoundResult(
+            self._round_record(rnd, duration_s, bytes_down, bytes_up, evals),
+            self._client_records(rnd),
+        )
+
+    # -- the stages ----------------------------------------------------------------------
+
+    def _select(self, r: int) -> np.ndarray:
+        """The round's cohort: a Poisson sample under DP, else over-selection of K."""
+        srv = self.cfg.server
+        if self.privacy is not None and self.privacy.dp:
+            return self.privacy.select(self.population, r, self.sim_time_s)
+        cohort = math.ceil(srv.over_selection * srv.clients_per_round)
+        return self.population.select(r, self.sim_time_s, cohort)
+
+    def _plan(self, r: int, ids: np.ndarray) -> _Round:
+        """Every selected client's timeline (clock.py), and the privacy step of the round."""
         cfg, srv = self.cfg, self.cfg.server
-        r = self.round + 1
-        priv = self.privacy
-        model_bytes = self.model.model_bytes
-        if priv is not None and priv.dp:
-            # A Poisson sample, as the accountant assumes; every sampled client that finishes
-            # by the deadline reports (no over-selection cut).
-            ids = priv.select(self.population, r, self.sim_time_s)
-            per_round = len(ids)
-        else:
-            cohort = math.ceil(srv.over_selection * srv.clients_per_round)
-            ids = self.population.select(r, self.sim_time_s, cohort)
-            per_round = srv.clients_per_round
-        update_bytes = model_bytes
-        if priv is not None:
-            update_bytes = priv.update_bytes(self.model.num_parameters, model_bytes)
+        dp = self.privacy is not None and self.privacy.dp
+        # With DP every sampled client that finishes by the deadline reports.
+        per_round = len(ids) if dp else srv.clients_per_round
         plan = plan_round(
             self.population,
             ids,
@@ -92,137 +165,215 @@ class Server:
             local_epochs=cfg.training.local_epochs,
             deadline_s=srv.deadline_s,
             straggler_policy=srv.straggler_policy,
-            model_bytes=model_bytes,
-            update_bytes=update_bytes,
+            model_bytes=self.download_bytes,
+            update_bytes=self.upload_bytes,
             straggler_fraction=srv.straggler_fraction,
         )
-        mask = plan.contributes
-        step = costs = None
-        if priv is not None:
-            step = priv.client_step(r, plan.ids, mask, plan.num_samples)
-            costs = priv.secagg_costs(step, self.model.num_parameters, self.population)
-        # The clock plans the plain round; secure aggregation's three extra round trips and
-        # protocol messages are added after planning (who finishes is decided without them).
-        duration_s = plan.duration_s + (costs.extra_s if costs is not None else 0.0)
-        bytes_up = plan.bytes_up + (int(costs.up.sum()) if costs is not None else 0)
-        bytes_down = plan.bytes_down + (int(costs.down.sum()) if costs is not None else 0)
-        aborted = False
-        unclipped = 0
-        reporting = int(np.count_nonzero(mask))
-        failed = reporting < srv.min_completed
-        client_loss = np.full(len(ids), np.nan)
-        client_rejected = np.zeros(len(ids), dtype=bool)
-        train_loss = math.nan
-        t_train = time.perf_counter()
-        if not failed:
-            chunks = make_chunks(
-                plan.ids[mask], plan.num_samples[mask], plan.epochs_done[mask], cfg.runtime.chunks
+        rnd = _Round(r, ids, plan)
+        rnd.client_loss = np.full(len(ids), np.nan)
+        rnd.rejected = np.zeros(len(ids), dtype=bool)
+        if self.privacy is not None:
+            rnd.clip_norm = self.privacy.clip_norm if self.privacy.dp else math.nan
+            rnd.step = self.privacy.client_step(r, plan.ids, plan.contributes, plan.num_samples)
+            rnd.costs = self.privacy.secagg_costs(
+                rnd.step, self.model.num_parameters, self.population
             )
-            results = await self.executor.train(r, self.w, chunks, step)
-            weighted_sum = np.zeros(self.model.num_parameters, dtype=np.float64)
-            total = 0.0
-            for res in results:  # chunk order: the sum does not depend on scheduling
-                if priv is None:  # private sums (uint64 under secagg) are combined by priv
-                    weighted_sum += res.weighted_sum
-                total += res.weight
-                unclipped += res.unclipped
-                rows = np.searchsorted(plan.ids, res.client_ids)
-                client_loss[rows] = res.train_loss
-                if res.rejected is not None:
-                    client_rejected[rows] = res.rejected
-            accepted = mask & ~client_rejected
-            self._check_rejections(r, plan, mask, accepted, client_loss)
-            failed = int(np.count_nonzero(accepted)) < srv.min_completed
-            if not failed:
-                n = plan.num_samples[accepted].astype(np.float64)
-                train_loss = float(np.dot(n, client_loss[accepted]) / n.sum())
-                if priv is None:
-                    w_next = self.strategy.aggregate(self.w, weighted_sum, total)
-                else:
-                    # DP-FedAvg (or secure aggregation's sum) replaces the strategy's average.
-                    assert step is not None
-                    agg = priv.aggregate(self.w, step, [res.weighted_sum for res in results], total)
-                    aborted = agg.aborted
-                    w_next = self.w if agg.w is None else agg.w
-                # Checked before the model is replaced: it never holds a non-finite value.
-                if not math.isfinite(train_loss):
-                    raise DivergedError(
-                        r, f"training diverged at round {r} (train loss {train_loss})"
-                    )
-                if not np.isfinite(w_next).all():
-                    raise DivergedError(
-                        r, f"training diverged at round {r} (the aggregated model is not finite)"
-                    )
-                self.w = w_next
-                failed = aborted
-        clip_norm = epsilon = math.nan
-        if priv is not None and priv.dp:
-            clip_norm, epsilon = priv.clip_norm, priv.epsilon(r)
-            if not failed:
-                priv.after_round(r, unclipped)
-        t_aggregated = time.perf_counter()
+        rnd.failed = int(np.count_nonzero(plan.contributes)) < srv.min_completed
+        return rnd
 
-        self.round = r
-        self.sim_time_s += duration_s
-        self.cum_bytes_down += bytes_down
-        self.cum_bytes_up += bytes_up
-        test_loss = test_acc = global_loss = global_acc = math.nan
+    async def _client_work(self, rnd: _Round) -> list[ChunkResult]:
+        """Train the contributors in chunks on the executor; store their new client state."""
+        plan, mask = rnd.plan, rnd.plan.contributes
+        chunks = make_chunks(
+            plan.ids[mask], plan.num_samples[mask], plan.epochs_done[mask], self.cfg.runtime.chunks
+        )
+        chunks = [
+            type(c)(
+                **{
+                    **c.__dict__,
+                    "state": {k: s.get(c.client_ids) for k, s in self.client_state.items()},
+                }
+            )
+            for c in chunks
+        ]
+        results = await self.executor.train(
+            self.round_context(rnd.r), self.w, chunks, self._pipeline(rnd)
+        )
+        for res in results:  # chunk order: every sum below is independent of scheduling
+            rows = np.searchsorted(plan.ids, res.client_ids)
+            rnd.client_loss[rows] = res.train_loss
+            rnd.rejected[rows] = res.rejected
+            rnd.unclipped += res.stats.get(UNCLIPPED, 0)
+            for name, new in res.state.items():
+                self.client_state[name].put(res.client_ids, new)
+        return results
+
+    def _aggregate(self, rnd: _Round, results: list[ChunkResult]) -> Aggregate | None:
+        """The round's aggregate, or None if the round failed or was aborted."""
+        srv, plan = self.cfg.server, rnd.plan
+        accepted = plan.contributes & ~rnd.rejected
+        self._check_rejections(rnd.r, plan, plan.contributes, accepted, rnd.client_loss)
+        count = int(np.count_nonzero(accepted))
+        rnd.failed = count < srv.min_completed
+        if rnd.failed:
+            return None
+        n = plan.num_samples[accepted].astype(np.float64)
+        rnd.train_loss = float(np.dot(n, rnd.client_loss[accepted]) / n.sum())
+        total = sum(res.weight for res in results)
+        weights = {"samples": total, "uniform": float(count)}
+        payloads = {
+            name: sum(res.payload_sums[name] for res in results) / weights[p.weighting]
+            for name, p in self.strategy.client.payloads.items()
+        }
+        model = None
+        if isinstance(self.aggregator, PerClientAggregator):
+            updates = np.concatenate([res.updates for res in results])
+            ids = np.concatenate([res.update_ids for res in results])
+            order = np.argsort(ids, kind="stable")
+            upd_w = np.concatenate([res.update_weights for res in results])[order]
+            delta = self.aggregator.combine(updates[order], upd_w)
+        elif self.privacy is not None:
+            assert rnd.step is not None
+            out = self.privacy.aggregate(self.w, rnd.step, [r.weighted_sum for r in results], total)
+            if out.delta is None:
+                rnd.failed = rnd.aborted = True
+                return None
+            delta = out.delta
+        else:
+            acc = np.zeros(self.model.num_parameters, dtype=np.float64)
+            for res in results:
+                acc += res.weighted_sum
+            if self._pipeline(rnd):
+                delta = acc / total
+            else:  # sum_k n_k w_k: the mean model itself
+                model = acc / total
+                delta = model - self.w
+        return Aggregate(delta, count, weights, payloads, model)
+
+    def _server_step(self, rnd: _Round, agg: Aggregate) -> None:
+        """The strategy's server update; a non-finite model or loss stops the run."""
+        w_next = self.strategy.server_update(self.w, agg)
+        # Checked before the model is replaced: it never holds a non-finite value.
+        if not math.isfinite(rnd.train_loss):
+            raise DivergedError(
+                rnd.r, f"training diverged at round {rnd.r} (train loss {rnd.train_loss})"
+            )
+        if not np.isfinite(w_next).all():
+            raise DivergedError(
+                rnd.r, f"training diverged at round {rnd.r} (the aggregated model is not finite)"
+            )
+        self.w = w_next
+
+    def _evaluate(self, r: int) -> dict[str, float]:
+        """The evaluations due this round (test set, global objective, per-client spread)."""
+        srv = self.cfg.server
+        out = dict.fromkeys(
+            ("test_loss", "test_accuracy", "global_train_loss", "global_train_accuracy"), math.nan
+        )
+        out.update(dict.fromkeys(CLIENT_ACC_COLUMNS, math.nan))
         if (srv.eval_every and r % srv.eval_every == 0) or r == srv.rounds:
-            test_loss, test_acc = self.evaluate()
+            out["test_loss"], out["test_accuracy"] = self.evaluate()
             if srv.eval_train:
-                global_loss, global_acc = self.evaluate_train()
-        fairness = dict.fromkeys(_CLIENT_ACC_KEYS, math.nan)
+                out["global_train_loss"], out["global_train_accuracy"] = self.evaluate_train()
         if srv.client_eval_every and (r % srv.client_eval_every == 0 or r == srv.rounds):
-            fairness = self.evaluate_clients()
-        record = {
-            "round": r,
+            out.update(self.evaluate_clients())
+        return out
+
+    # -- what a round costs and what it records ---------------------------------------------
+
+    @property
+    def download_bytes(self) -> int:
+        """Bytes each selected client downloads: the model and the strategy's broadcast."""
+        extra = self.strategy.broadcast_length
+        P = self.model.num_parameters
+        return self.model.model_bytes + 4 * (P if extra < 0 else extra)
+
+    @property
+    def upload_bytes(self) -> int:
+        """Bytes of one client's upload: the update after the pipeline, and its payloads."""
+        P = self.model.num_parameters
+        payload = sum(4 * p.size(P) for p in self.strategy.client.payloads.values())
+        update = Pipeline(self.stages).upload_bytes(P, self.model.model_bytes)
+        if self.privacy is not None:
+            update = self.privacy.update_bytes(P, update)
+        return update + payload
+
+    def round_context(self, r: int) -> RoundContext:
+        return round_context(self.cfg, r, self.strategy.broadcast())
+
+    def _pipeline(self, rnd: _Round) -> Pipeline:
+        return Pipeline(self.stages + privacy_pipeline(rnd.step).stages)
+
+    def _costs(self, rnd: _Round) -> tuple[float, int, int]:
+        """(duration, bytes down, bytes up): the clock's plan plus secure aggregation's extra.
+
+        The clock plans the plain round; secure aggregation's three extra round trips and
+        protocol messages are added after planning (who finishes is decided without them).
+        """
+        plan, c = rnd.plan, rnd.costs
+        if c is None:
+            return plan.duration_s, plan.bytes_down, plan.bytes_up
+        return (
+            plan.duration_s + c.extra_s,
+            plan.bytes_down + int(c.down.sum()),
+            plan.bytes_up + int(c.up.sum()),
+        )
+
+    def _round_record(
+        self,
+        rnd: _Round,
+        duration_s: float,
+        down: int,
+        up: int,
+        evals: dict[str, float],
+    ) -> dict[str, Any]:
+        plan, priv = rnd.plan, self.privacy
+        dp = priv is not None and priv.dp
+        return {
+            "round": rnd.r,
             "sim_time_s": self.sim_time_s,
             "round_duration_s": duration_s,
-            "selected": len(ids),
-            "completed": plan.count(0),
-            "stragglers": plan.count(1),
-            "dropped": plan.count(2),
-            "reporting": reporting,
-            "rejected": int(np.count_nonzero(client_rejected)),
-            "bytes_down": bytes_down,
-            "bytes_up": bytes_up,
+            "selected": len(rnd.ids),
+            "completed": plan.count(COMPLETED),
+            "stragglers": plan.count(STRAGGLER),
+            "dropped": plan.count(DROPPED),
+            "reporting": int(np.count_nonzero(plan.contributes)),
+            "rejected": int(np.count_nonzero(rnd.rejected)),
+            "bytes_down": down,
+            "bytes_up": up,
             "cum_bytes_down": self.cum_bytes_down,
             "cum_bytes_up": self.cum_bytes_up,
             "cum_bytes": self.cum_bytes_down + self.cum_bytes_up,
-            "train_loss": train_loss,
-            "test_accuracy": test_acc,
-            "test_loss": test_loss,
-            "global_train_loss": global_loss,
-            "global_train_accuracy": global_acc,
-            **fairness,
-            "failed": failed,
-            "aborted": aborted,
-            "epsilon": epsilon,
-            "clip_norm": clip_norm,
-            "server_s": (t_train - t_start),
-            "train_s": (t_aggregated - t_train),
-            "wall_time_s": time.perf_counter() - t_start,
+            "train_loss": rnd.train_loss,
+            **evals,
+            "failed": rnd.failed,
+            "aborted": rnd.aborted,
+            "epsilon": priv.epsilon(rnd.r) if dp else math.nan,
+            "clip_norm": rnd.clip_norm,
+            **rnd.times,
         }
-        tiers = self.population.tier[ids]
+
+    def _client_records(self, rnd: _Round) -> dict[str, np.ndarray]:
+        plan, ids = rnd.plan, rnd.ids
         names = np.asarray(self.population.tier_names or ("all",), dtype=object)
         clients = {
-            "round": np.full(len(ids), r, dtype=np.int64),
+            "round": np.full(len(ids), rnd.r, dtype=np.int64),
             "client_id": ids,
-            "tier": names[np.minimum(tiers, len(names) - 1)],
+            "tier": names[np.minimum(self.population.tier[ids], len(names) - 1)],
             "outcome": OUTCOME_NAMES[plan.outcome],
             "num_samples": plan.num_samples,
             "epochs_done": plan.epochs_done,
             "download_s": plan.download_s,
             "compute_s": plan.compute_s,
             "upload_s": plan.upload_s,
-            "train_loss": client_loss,
-            "rejected": client_rejected,
+            "train_loss": rnd.client_loss,
+            "rejected": rnd.rejected,
         }
-        if priv is not None and priv.opts.secure_aggregation:
+        if self.privacy is not None and self.privacy.opts.secure_aggregation:
             none = np.zeros(len(ids), dtype=np.int64)
-            clients["protocol_bytes_up"] = costs.up if costs is not None else none
-            clients["protocol_bytes_down"] = costs.down if costs is not None else none
-        return RoundResult(record, clients)
+            clients["protocol_bytes_up"] = rnd.costs.up if rnd.costs is not None else none
+            clients["protocol_bytes_down"] = rnd.costs.down if rnd.costs is not None else none
+        return clients
 
     def evaluate(self) -> tuple[float, float]:
         """(test loss, test accuracy) of the global model on the central test set."""
@@ -242,7 +393,7 @@ class Server:
             found = client_accuracy_percentiles(self.model, self.w, self.dataset, ids)
         # Same columns whichever data the dataset offers; the README says which is used.
         prefix = "client_acc" if "client_acc_p50" in found else "client_train_acc"
-        return {key: found[key.replace("client_acc", prefix)] for key in _CLIENT_ACC_KEYS}
+        return {key: found[key.replace("client_acc", prefix)] for key in CLIENT_ACC_COLUMNS}
 
     def evaluate_train(self) -> tuple[float, float]:
         """(loss, accuracy) of the global model on training data: the global objective."""
@@ -287,6 +438,11 @@ class Server:
             "w": self.w,
             "strategy": self.strategy.state_dict(),
             **({"privacy": self.privacy.state_dict()} if self.privacy is not None else {}),
+            **(
+                {"client_state": {k: s.state_dict() for k, s in self.client_state.items()}}
+                if self.client_state
+                else {}
+            ),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -304,6 +460,8 @@ class Server:
         self.strategy.load_state_dict(state["strategy"])
         if self.privacy is not None and "privacy" in state:
             self.privacy.load_state_dict(state["privacy"])
+        for name, store in self.client_state.items():
+            store.load_state_dict(state["client_state"][name])
 
 
 class ServerActor:
@@ -319,7 +477,9 @@ class ServerActor:
         strategy: Strategy,
         population: Population,
         num_workers: int,
-    ) -> None:  # noqa: E501
+        aggregator: Aggregator | None = None,
+        stages: tuple[Stage, ...] = (),
+    ) -> None:
         from fedsim.runtime.executors import RayExecutor
 
         self.executor = RayExecutor(
@@ -331,7 +491,9 @@ class ServerActor:
             kill_at_round=cfg.faults.kill_worker_at_round,
             kill_times=cfg.faults.kill_worker_times,
         )
-        self.server = Server(cfg, dataset, model, strategy, population, self.executor)
+        self.server = Server(
+            cfg, dataset, model, strategy, population, self.executor, aggregator, stages
+        )
 
     async def run_round(self) -> RoundResult | RunError:
         """The next round, or why the run must stop (returned: Ray would wrap a raise)."""

@@ -1,4 +1,4 @@
-"""The unit of work: a chunk of clients trained in one call, returning a partial weighted sum.
+"""The unit of work: a chunk of clients trained in one call, returning their contributions.
 
 Chunks are cut from the round's contributors alone (never from the number of workers) and
 their sums are combined in chunk order, so results are bit-identical for any number of workers
@@ -8,15 +8,15 @@ and for either backend.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from fedsim.data.base import FederatedDataset
 from fedsim.models.base import Model
-from fedsim.privacy.rounds import ClientStep, privatize_updates
+from fedsim.pipeline.base import Pipeline, UpdateBatch
 from fedsim.rng import Purpose, generator, uniform
-from fedsim.training import local_sgd
+from fedsim.strategies.base import ClientUpdate, RoundContext
 
 #: Most clients trained in one stacked kernel; bounded so stacks stay cache-friendly.
 MAX_STACK = 64
@@ -24,13 +24,11 @@ MAX_STACK = 64
 
 @dataclass(frozen=True)
 class TrainSpec:
-    """Everything about local training that is fixed for a run."""
+    """Everything about client work that is fixed for a run."""
 
     seed: int
-    batch_size: int  # 0 = full batch
-    learning_rate: float
-    shuffle: bool
-    prox_mu: float
+    client: ClientUpdate
+    streaming: bool = True  # False: per-client updates travel to the server
     max_update_norm: float = math.inf  # updates with a larger L2 norm are rejected
     nan_update_rate: float = 0.0  # fault injection: share of clients whose update is NaN
 
@@ -42,20 +40,27 @@ class Chunk:
     num_samples: np.ndarray  # int64, each client's training samples
     epochs: np.ndarray  # int64, epochs each client runs
     work: int  # samples processed: sum of num_samples * epochs
+    state: dict[str, np.ndarray] = field(default_factory=dict)  # rows aligned with client_ids
 
 
 @dataclass(frozen=True)
 class ChunkResult:
     index: int
-    weighted_sum: np.ndarray  # float64 (P,): sum_k n_k w_k
-    weight: float  # sum_k n_k
     client_ids: np.ndarray
     train_loss: np.ndarray  # float64, each client's mean minibatch loss
-    # bool per client: update rejected (non-finite or norm above the bound), not in the sum
-    rejected: np.ndarray | None = None
-    # With [privacy]: weighted_sum is the sum of the clipped (noised) deltas, or the uint64
-    # sum of masked inputs under secure aggregation; unclipped counts updates within the clip.
-    unclipped: int = 0
+    # bool per client: update rejected (non-finite or norm above the bound), not aggregated
+    rejected: np.ndarray
+    weight: float  # sum of the accepted clients' sample counts
+    # Streaming: the sum of contributions (float64 sum_k n_k w_k without a pipeline; the
+    # pipeline's rows, float64 or uint64 masked, with one). None for per-client aggregation.
+    weighted_sum: np.ndarray | None = None
+    # Per-client aggregation: accepted clients' updates (k, P) float32 and their weights.
+    updates: np.ndarray | None = None
+    update_ids: np.ndarray | None = None
+    update_weights: np.ndarray | None = None
+    payload_sums: dict[str, np.ndarray] = field(default_factory=dict)
+    state: dict[str, np.ndarray] = field(default_factory=dict)  # new rows, aligned with ids
+    stats: dict[str, int] = field(default_factory=dict)
 
 
 def make_chunks(
@@ -84,17 +89,20 @@ def make_chunks(
     ]
 
 
-def train_chunk(
-    model: Model,
-    dataset: FederatedDataset,
-    w_global: np.ndarray,
-    spec: TrainSpec,
-    round_: int,
-    chunk: Chunk,
-    privacy: ClientStep | None = None,
-) -> ChunkResult:
-    """Train every client of a chunk from ``w_global``; return their sample-weighted sum."""
-    return train_chunks(model, dataset, w_global, spec, round_, [chunk], privacy)[0]
+class _Sums:
+    """One chunk's accumulators; clients are added one at a time in the chunk's own order."""
+
+    def __init__(self, spec: TrainSpec, num_parameters: int, dtype: type) -> None:
+        self.acc = np.zeros(num_parameters, dtype=dtype) if spec.streaming else None
+        self.updates: list[np.ndarray] = []
+        self.update_ids: list[int] = []
+        self.update_weights: list[float] = []
+        self.payloads = {
+            name: np.zeros(p.size(num_parameters), dtype=np.float64)
+            for name, p in spec.client.payloads.items()
+        }
+        self.weight = 0.0
+        self.stats: dict[str, int] = {}
 
 
 def train_chunks(
@@ -102,30 +110,29 @@ def train_chunks(
     dataset: FederatedDataset,
     w_global: np.ndarray,
     spec: TrainSpec,
-    round_: int,
+    ctx: RoundContext,
     chunks: list[Chunk],
-    privacy: ClientStep | None = None,
+    pipeline: Pipeline | None = None,
 ) -> list[ChunkResult]:
     """Train the clients of several chunks at once; each chunk's result as if trained alone.
 
     Clients with the same batch schedule are stacked across chunk boundaries (a worker gets
     several chunks, each often smaller than a good stack). That changes nothing in the
-    results: a client's model does not depend on its stack, and each chunk's sum adds its
+    results: a client's model does not depend on its stack, and each chunk's sums add its
     clients one by one in the chunk's own order, whatever stacks they were trained in.
     """
     if not chunks:
         return []
+    pipeline = pipeline or Pipeline()
     lengths = [len(c.client_ids) for c in chunks]
     ids = np.concatenate([c.client_ids for c in chunks])
     sizes = np.concatenate([c.num_samples for c in chunks])
     epochs = np.concatenate([c.epochs for c in chunks])
+    state = {name: np.concatenate([c.state[name] for c in chunks]) for name in chunks[0].state}
     owner = np.repeat(np.arange(len(chunks)), lengths)
     # Chunks are sorted by (num_samples, epochs, id), so this order keeps each chunk's own.
     order = np.lexsort((np.arange(len(ids)), epochs, sizes))
-    dtype = np.float64 if privacy is None else privacy.accumulator_dtype
-    accs = [np.zeros(model.num_parameters, dtype=dtype) for _ in chunks]
-    weights = [0.0] * len(chunks)
-    unclipped = [0] * len(chunks)
+    sums = [_Sums(spec, model.num_parameters, pipeline.accumulator_dtype) for _ in chunks]
     losses = np.empty(len(ids), dtype=np.float64)
     rejected = np.zeros(len(ids), dtype=bool)
     start = 0
@@ -140,51 +147,111 @@ def train_chunks(
         ):
             stop += 1
         members = order[start:stop]
-        member_ids = ids[members]
-        x, y = dataset.clients_train(member_ids)
-        orders = None
-        if spec.shuffle and spec.batch_size > 0 and spec.batch_size < n:
-            orders = np.stack(
-                [_epoch_orders(spec.seed, round_, int(cid), e, n) for cid in member_ids]
-            )
-        w, loss = local_sgd(
-            model,
-            w_global,
-            x,
-            y,
-            epochs=e,
-            batch_size=spec.batch_size,
-            learning_rate=spec.learning_rate,
-            mu=spec.prox_mu,
-            orders=orders,
-        )
-        bad = screen_updates(w, w_global, spec, round_, member_ids)
-        rejected[members] = bad
-        losses[members] = loss
-        # n * w is exact in float64 (a float32 times an integer below 2**24), and each chunk
-        # adds its clients one at a time in its own order, so its sum does not depend on stacks.
-        if privacy is None:
-            weighted = w.astype(np.float64)
-            weighted *= n
-        else:
-            # Rejected clients contribute zeros here (they still take part in the protocol).
-            weighted, within = privatize_updates(privacy, member_ids, n, w, w_global, bad)
-        for row, m in enumerate(members):
-            if privacy is not None:
-                accs[owner[m]] += weighted[row]  # uint64 wraps mod 2^64, a multiple of 2^bits
-                unclipped[owner[m]] += int(within[row])
-            if not bad[row]:
-                if privacy is None:
-                    accs[owner[m]] += weighted[row]
-                weights[owner[m]] += n
+        _train_stack(model, dataset, w_global, spec, ctx, pipeline, n, e, members, ids, state,
+                     owner, sums, losses, rejected)  # fmt: skip
         start = stop
     bounds = np.cumsum([0, *lengths])
-    return [
-        ChunkResult(
-            c.index, accs[i], weights[i], c.client_ids, losses[a:b], rejected[a:b], unclipped[i]
+    out = []
+    for i, (c, a, b) in enumerate(zip(chunks, bounds[:-1], bounds[1:], strict=True)):
+        s = sums[i]
+        per_client = not spec.streaming
+        out.append(
+            ChunkResult(
+                c.index,
+                c.client_ids,
+                losses[a:b],
+                rejected[a:b],
+                s.weight,
+                weighted_sum=s.acc,
+                updates=_stack(s.updates, model.num_parameters) if per_client else None,
+                update_ids=np.asarray(s.update_ids, dtype=np.int64) if per_client else None,
+                update_weights=np.asarray(s.update_weights) if per_client else None,
+                payload_sums=s.payloads,
+                state={name: rows[a:b] for name, rows in state.items()},
+                stats=s.stats,
+            )
         )
-        for i, (c, a, b) in enumerate(zip(chunks, bounds[:-1], bounds[1:], strict=True))
-    ]
+    return out
+
+
+def _train_stack(
+    model: Model,
+    dataset: FederatedDataset,
+    w_global: np.ndarray,
+    spec: TrainSpec,
+    ctx: RoundContext,
+    pipeline: Pipeline,
+    n: int,
+    e: int,
+    members: np.ndarray,
+    ids: np.ndarray,
+    state: dict[str, np.ndarray],
+    owner: np.ndarray,
+    sums: list[_Sums],
+    losses: np.ndarray,
+    rejected: np.ndarray,
+) -> None:
+    """Train one stack of clients with the same schedule and add them to their chunks."""
+    member_ids = ids[members]
+    x, y = dataset.clients_train(member_ids)
+    orders = None
+    if ctx.shuffle and 0 < ctx.batch_size < n:
+        orders = np.stack(
+            [_epoch_orders(spec.seed, ctx.round, int(cid), e, n) for cid in member_ids]
+        )
+    client_state = {name: state[name][members] for name in spec.client.state}
+    out = spec.client(model, w_global, x, y, epochs=e, orders=orders, ctx=ctx, state=client_state)
+    w = out.w
+    bad = screen_updates(w, w_global, spec, ctx.round, member_ids)
+    rejected[members] = bad
+    losses[members] = out.loss
+    for name, rows in out.state.items():  # a rejected client keeps its old state
+        state[name][members[~bad]] = rows[~bad]
+    if pipeline or not spec.streaming:
+        deltas = w.astype(np.float64) - w_global
+        deltas[bad] = 0.0
+        batch = UpdateBatch(
+            spec.seed, ctx.round, member_ids, n, bad,
+            {name: state[name][members] for name in pipeline.state},
+        )  # fmt: skip
+        rows = pipeline.apply(deltas, batch)
+        for name, new in batch.state.items():
+            state[name][members[~bad]] = new[~bad]
+        if rows.dtype != np.uint64:
+            rows[bad] = 0.0  # the server sees a rejected update and leaves it out
+        if not pipeline.weighs and spec.streaming:
+            rows = rows * n
+    else:
+        # n * w is exact in float64 (a float32 times an integer below 2**24), and each chunk
+        # adds its clients one at a time in its own order, so its sum does not depend on stacks.
+        rows = w.astype(np.float64)
+        rows *= n
+        batch = None
+    for row, m in enumerate(members):
+        s = sums[owner[m]]
+        if spec.streaming and (pipeline or not bad[row]):
+            # Under secure aggregation a rejected client still sends its masked zeros.
+            s.acc += rows[row]  # uint64 wraps mod 2^64, a multiple of 2^bits
+        if bad[row]:
+            continue
+        s.weight += n
+        if not spec.streaming:
+            s.updates.append(rows[row].astype(np.float32))
+            s.update_ids.append(int(ids[m]))
+            s.update_weights.append(float(n))
+        for name, p in spec.client.payloads.items():
+            s.payloads[name] += out.payloads[name][row] * (n if p.weighting == "samples" else 1.0)
+    if batch is not None:  # per-client counts of the stages, added to each client's chunk
+        for name, counts in batch.counts.items():
+            for row, m in enumerate(members):
+                stats = sums[owner[m]].stats
+                stats[name] = stats.get(name, 0) + int(counts[row])
+
+
+def _stack(rows: list[np.ndarray], num_parameters: int) -> np.ndarray:
+    if not rows:
+        return np.zeros((0, num_parameters), dtype=np.float32)
+    return np.stack(rows)
 
 
 def screen_updates(

@@ -1,10 +1,11 @@
-"""Local training of a group of clients that share a batch schedule, stacked on a client axis."""
+"""Stacked local SGD: the default client update (FedAvg, FedProx and the server optimisers)."""
 
 from __future__ import annotations
 
 import numpy as np
 
 from fedsim.models.base import Model
+from fedsim.strategies.base import ClientOutput, ClientUpdate, RoundContext
 
 
 def local_sgd(
@@ -18,12 +19,14 @@ def local_sgd(
     learning_rate: float,
     mu: float = 0.0,
     orders: np.ndarray | None = None,
+    correction: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Minibatch SGD from ``w_global`` for C clients with n samples each, all at once.
 
     x: (C, n, *input_shape); y: (C, n); batch_size 0 = full batch; ``orders`` (C, epochs, n)
     gives each client's sample order per epoch (None = data order). With ``mu > 0`` the
-    gradient gains FedProx's proximal term mu * (w - w_global) (Li et al. 2020).
+    gradient gains FedProx's proximal term mu * (w - w_global) (Li et al. 2020);
+    ``correction`` (C, P) is added to every gradient (SCAFFOLD's c - c_i).
     Returns (parameters (C, P) float32, mean minibatch loss over all steps (C,) float64).
     """
     c, n = y.shape
@@ -45,5 +48,45 @@ def local_sgd(
             loss_sum += loss * (stop - start)
             if mu:
                 grad += mu32 * (w - w_global)
+            if correction is not None:
+                grad += correction
             w -= lr * grad
     return w, loss_sum / (epochs * n)
+
+
+def local_steps(num_samples: int, epochs: int, batch_size: int) -> int:
+    """How many SGD steps :func:`local_sgd` takes on ``num_samples`` samples."""
+    bs = num_samples if batch_size <= 0 else min(batch_size, num_samples)
+    return epochs * -(-num_samples // bs)
+
+
+class LocalSGD(ClientUpdate):
+    """Minibatch SGD on the client's data, with FedProx's proximal term for ``mu > 0``."""
+
+    def __init__(self, mu: float = 0.0) -> None:
+        self.mu = mu
+
+    def __call__(
+        self,
+        model: Model,
+        w_global: np.ndarray,
+        x: np.ndarray,
+        y: np.ndarray,
+        *,
+        epochs: int,
+        orders: np.ndarray | None,
+        ctx: RoundContext,
+        state: dict[str, np.ndarray],
+    ) -> ClientOutput:
+        w, loss = local_sgd(
+            model,
+            w_global,
+            x,
+            y,
+            epochs=epochs,
+            batch_size=ctx.batch_size,
+            learning_rate=ctx.learning_rate,
+            mu=self.mu,
+            orders=orders,
+        )
+        return ClientOutput(w, loss)
