@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from importlib.metadata import entry_points
@@ -149,4 +150,14 @@ def load_builtin_components() -> None:
             "(pip install -e . from the source folder)"
         )
     for ep in sorted(found, key=lambda e: e.name):
-        importlib.import_module(ep.value)
+        try:
+            importlib.import_module(ep.value)
+        except ModuleNotFoundError as err:
+            if err.name != ep.value:
+                raise
+            # Metadata left by an older install names a package this one does not have.
+            warnings.warn(
+                f"{ENTRY_POINT_GROUP} entry point {ep.name!r}: no module {ep.value!r}; "
+                "reinstall fedsim (pip install -e .) if this is unexpected",
+                stacklevel=2,
+            )
