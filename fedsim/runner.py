@@ -30,6 +30,7 @@ from fedsim.models.base import Model
 from fedsim.options import ConfigError
 from fedsim.population import Population
 from fedsim.privacy.rounds import round_accountant
+from fedsim.provenance import provenance
 from fedsim.registry import AGGREGATORS, MODELS, STRATEGIES
 from fedsim.runtime.errors import RunError, WorkerFailedError
 from fedsim.runtime.executors import LocalExecutor
@@ -557,6 +558,7 @@ def _summary(exp: Experiment, rounds: pd.DataFrame, wall: float, workers: int) -
         "wall_time_s": wall,
         "backend": exp.cfg.runtime.backend,
         "workers": workers,
+        "provenance": provenance(),
     }
 
 
