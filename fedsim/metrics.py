@@ -30,6 +30,8 @@ ROUND_COLUMNS = [
     "train_loss",
     "test_accuracy",
     "test_loss",
+    "test_mae",
+    "test_rmse",
     "global_train_loss",
     "global_train_accuracy",
     "client_acc_p10",
