@@ -22,6 +22,7 @@ from fedsim.runtime.work import make_chunks
 from fedsim.strategies.base import Strategy
 
 _CLIENT_ACC_KEYS = ("client_acc_p10", "client_acc_p50", "client_acc_p90", "client_acc_mean")
+_TEST_KEYS = ("test_accuracy", "test_loss", "test_mae", "test_rmse")
 
 
 @dataclass
@@ -166,9 +167,10 @@ class Server:
         self.sim_time_s += duration_s
         self.cum_bytes_down += bytes_down
         self.cum_bytes_up += bytes_up
-        test_loss = test_acc = global_loss = global_acc = math.nan
+        test = dict.fromkeys(_TEST_KEYS, math.nan)
+        global_loss = global_acc = math.nan
         if (srv.eval_every and r % srv.eval_every == 0) or r == srv.rounds:
-            test_loss, test_acc = self.evaluate()
+            test.update(self.evaluate())
             if srv.eval_train:
                 global_loss, global_acc = self.evaluate_train()
         fairness = dict.fromkeys(_CLIENT_ACC_KEYS, math.nan)
@@ -190,8 +192,7 @@ class Server:
             "cum_bytes_up": self.cum_bytes_up,
             "cum_bytes": self.cum_bytes_down + self.cum_bytes_up,
             "train_loss": train_loss,
-            "test_accuracy": test_acc,
-            "test_loss": test_loss,
+            **test,
             "global_train_loss": global_loss,
             "global_train_accuracy": global_acc,
             **fairness,
@@ -224,11 +225,12 @@ class Server:
             clients["protocol_bytes_down"] = costs.down if costs is not None else none
         return RoundResult(record, clients)
 
-    def evaluate(self) -> tuple[float, float]:
-        """(test loss, test accuracy) of the global model on the central test set."""
+    def evaluate(self) -> dict[str, float]:
+        """The global model's scores on the central test set, keyed ``test_<score>``."""
         x, y = self.dataset.test_set()
         with threadpool_limits(limits=1):
-            return self.model.evaluate(self.w, x, y)
+            found = self.model.metrics(self.w, x, y)
+        return {f"test_{k}": v for k, v in found.items()}
 
     def evaluate_clients(self) -> dict[str, float]:
         """Percentiles of per-client accuracy over a fixed sample of clients (fairness)."""
