@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from fedsim.data.arrays import ArrayDataset
@@ -130,3 +131,45 @@ def test_class_skew_schemes_refuse_real_targets() -> None:
     y = np.linspace(0.0, 1.0, 50)
     with pytest.raises(ConfigError, match=r"^partition\.scheme: 'dirichlet' splits by class"):
         dirichlet(DirichletOptions(), y, 5, seed=0)
+
+
+def _diabetes(**model: object) -> dict:
+    return {
+        "data": {"dataset": "diabetes"},
+        "partition": {"scheme": "quantity_skew", "sigma": 0.5, "min_samples": 10},
+        "population": {"num_clients": 5},
+        "model": {"name": "softmax", **model},
+        "training": {"local_epochs": 1, "batch_size": 10, "learning_rate": 0.05},
+        "server": {"rounds": 6, "clients_per_round": 5, "eval_every": 1},
+        "runtime": {"backend": "local", "progress": False},
+    }
+
+
+def test_regression_run_records_mae_and_rmse_and_learns(tmp_path) -> None:
+    from fedsim import config as config_mod
+    from fedsim.runner import run
+
+    result = run(config_mod.from_dict(_diabetes(task="regression")), out_dir=tmp_path / "run")
+    rounds = result.rounds
+    assert rounds["test_accuracy"].isna().all()
+    np.testing.assert_allclose(rounds["test_rmse"] ** 2, rounds["test_loss"], rtol=1e-9)
+    assert (rounds["test_mae"] <= rounds["test_rmse"] + 1e-12).all()
+    # Targets are standardised: predicting 0 scores an RMSE near 1; the linear fit gets well below.
+    assert rounds["test_rmse"].iloc[-1] < 0.8 < rounds["test_rmse"].iloc[0] + 0.2
+    written = pd.read_csv(tmp_path / "run" / "rounds.csv")
+    np.testing.assert_allclose(written["test_mae"], rounds["test_mae"], rtol=1e-9)
+    assert result.summary["final_test_rmse"] == pytest.approx(rounds["test_rmse"].iloc[-1])
+    partition = pd.read_csv(tmp_path / "run" / "partition.csv")
+    assert list(partition.columns) == ["client_id", "num_samples"]
+
+
+def test_a_regression_set_needs_a_regression_model() -> None:
+    from fedsim import config as config_mod
+    from fedsim.runner import prepare
+
+    with pytest.raises(ConfigError, match=r"^model\.task: dataset 'diabetes' is a regression"):
+        prepare(config_mod.from_dict(_diabetes()))
+    raw = _diabetes(task="regression")
+    raw["server"]["client_eval_every"] = 2
+    with pytest.raises(ConfigError, match=r"^server\.client_eval_every: measures accuracy"):
+        prepare(config_mod.from_dict(raw))
