@@ -11,6 +11,7 @@ from fedsim.data import (  # noqa: F401  (registration)
     partition,
     synthetic,
     tabular,
+    traffic,
     workload,
 )
 from fedsim.data.base import CentralData, FederatedDataset, Partition
