@@ -59,7 +59,11 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--out", type=Path, default=Path("results/health"))
+    ap.add_argument("--tables-only", action="store_true", help="re-tabulate runs.csv, no runs")
     args = ap.parse_args()
+    if args.tables_only:
+        tabulate(pd.read_csv(args.out / "runs.csv"), args.out)
+        return
     import fedsim
 
     rows = []
@@ -94,10 +98,15 @@ def main() -> None:
             print(json.dumps(rows[-1], default=str), flush=True)
     runs = pd.DataFrame(rows)
     runs.to_csv(args.out / "runs.csv", index=False, float_format="%.6g")
+    tabulate(runs, args.out)
+
+
+def tabulate(runs: pd.DataFrame, out: Path) -> None:
+    """summary.csv, summary.md and health.png from the table of runs."""
     table = summarise(runs)
-    table.to_csv(args.out / "summary.csv", index=False, float_format="%.6g")
-    write_markdown(table, args.out / "summary.md", args.seeds)
-    plot(runs, args.out / "health.png")
+    table.to_csv(out / "summary.csv", index=False, float_format="%.6g")
+    write_markdown(table, out / "summary.md", runs["seed"].nunique())
+    plot(runs, out / "health.png")
 
 
 def summarise(runs: pd.DataFrame) -> pd.DataFrame:
@@ -116,6 +125,8 @@ def summarise(runs: pd.DataFrame) -> pd.DataFrame:
         table[f"{k}_sd"] = stats[k].std(ddof=1)
     table["seeds"] = stats["seed"].nunique()
     table["group"] = stats["group"].first()
+    # Only federated runs send model updates out of a hospital; the others are one-client runs.
+    table.loc[table["group"] != "federated", ["bytes_up_MB", "bytes_down_MB"]] = np.nan
     order += ["silo alone, mean of 8 silos", "silo alone, worst"]
     return table.loc[order].reset_index()
 
@@ -132,9 +143,8 @@ def write_markdown(table: pd.DataFrame, path: Path, seeds: int) -> None:
     ]
     for r in table.itertuples():
         eps = "-" if math.isnan(r.epsilon) else f"{r.epsilon:.1f}"
-        sent = r.group == "federated"
-        up = f"{r.bytes_up_MB:.3f}" if sent else "-"
-        down = f"{r.bytes_down_MB:.3f}" if sent else "-"
+        up = "-" if math.isnan(r.bytes_up_MB) else f"{r.bytes_up_MB:.3f}"
+        down = "-" if math.isnan(r.bytes_down_MB) else f"{r.bytes_down_MB:.3f}"
         lines.append(
             f"| {r.run} | {r.accuracy:.3f} ({r.accuracy_sd:.3f}) | {r.auc:.3f} ({r.auc_sd:.3f}) | "
             f"{eps} | {up} | {down} | {r.train_records:.0f} | {r.malignant_share:.2f} |"

@@ -61,7 +61,13 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--out", type=Path, default=Path("results/traffic"))
+    ap.add_argument("--tables-only", action="store_true", help="re-tabulate the CSVs, no runs")
     args = ap.parse_args()
+    if args.tables_only:
+        tabulate(
+            pd.read_csv(args.out / "per_city.csv"), pd.read_csv(args.out / "runs.csv"), args.out
+        )
+        return
     import fedsim
     from fedsim.runner import prepare
 
@@ -111,10 +117,15 @@ def main() -> None:
     per_city = pd.DataFrame(rows)
     per_city.to_csv(args.out / "per_city.csv", index=False, float_format="%.6g")
     pd.DataFrame(runs).to_csv(args.out / "runs.csv", index=False, float_format="%.6g")
-    table = summarise(per_city, pd.DataFrame(runs))
-    table.to_csv(args.out / "summary.csv", index=False, float_format="%.6g")
-    write_markdown(table, per_city, args.out / "summary.md", args.seeds)
-    plot(per_city, args.out / "traffic.png")
+    tabulate(per_city, pd.DataFrame(runs), args.out)
+
+
+def tabulate(per_city: pd.DataFrame, runs: pd.DataFrame, out: Path) -> None:
+    """summary.csv, summary.md and traffic.png from the per-city scores and the runs."""
+    table = summarise(per_city, runs)
+    table.to_csv(out / "summary.csv", index=False, float_format="%.6g")
+    write_markdown(table, per_city, out / "summary.md", per_city["seed"].nunique())
+    plot(per_city, out / "traffic.png")
 
 
 def summarise(per_city: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
@@ -122,8 +133,10 @@ def summarise(per_city: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
     by_seed = per_city.groupby(["method", "seed"]).agg(
         mae=("mae", "mean"), rmse=("rmse", "mean"), worst_city_mae=("mae", "max")
     )
-    cost = runs.groupby(["method", "seed"]).agg(bytes_MB=("bytes_MB", "sum"))
-    by_seed = by_seed.join(cost).fillna({"bytes_MB": 0.0})
+    # Only federated runs move models; local and pooled runs are one-client simulations.
+    federated = runs[runs["method"].str.startswith("Fed")]
+    cost = federated.groupby(["method", "seed"]).agg(bytes_MB=("bytes_MB", "sum"))
+    by_seed = by_seed.join(cost)
     stats = by_seed.groupby("method")
     table = stats.mean()
     table["mae_sd"] = stats["mae"].std(ddof=1)
@@ -141,8 +154,7 @@ def write_markdown(table: pd.DataFrame, per_city: pd.DataFrame, path: Path, seed
         "| --- | ---: | ---: | ---: | ---: |",
     ]
     for r in table.itertuples():
-        # Only federated runs move models; local and pooled runs are one-client simulations.
-        moved = f"{r.bytes_MB:.2f}" if r.method.startswith("Fed") else "-"
+        moved = "-" if np.isnan(r.bytes_MB) else f"{r.bytes_MB:.2f}"
         lines.append(
             f"| {r.method} | {r.mae:.4f} ({r.mae_sd:.4f}) | {r.rmse:.4f} ({r.rmse_sd:.4f}) | "
             f"{r.worst_city_mae:.4f} | {moved} |"
