@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from fedsim.data.traffic import TrafficOptions, city_series, make_traffic_dataset
@@ -70,3 +71,16 @@ def test_traffic_options_are_checked() -> None:
         build(TrafficOptions, {"min_days": 7, "test_days": 7}, "data")
     with pytest.raises(ConfigError, match=r"^data\.interval_min: must divide a day"):
         build(TrafficOptions, {"interval_min": 7}, "data")
+
+
+def test_partition_summary_of_a_regression_set_has_sizes_and_no_labels(tmp_path) -> None:
+    from fedsim.data.summary import summarize_partition, write_partition_summary
+
+    ds = make_traffic_dataset(OPTS, 4, seed=0)
+    summary = summarize_partition(ds)
+    assert "4 clients, regression targets" in summary.text()
+    assert "labels per client" not in summary.text()
+    written = write_partition_summary(summary, tmp_path)
+    assert [p.name for p in written] == ["partition.csv"]
+    frame = pd.read_csv(tmp_path / "partition.csv")
+    assert frame["num_samples"].tolist() == ds.client_sizes().tolist()
