@@ -1,0 +1,102 @@
+"""What a vertical run records: rounds.csv columns (one row per epoch), AUC, the summary.
+
+Round 0 is the ID alignment (private set intersection); round e >= 1 is training epoch e and
+the evaluation after it. ``selected`` and ``completed`` count the parties (every party takes
+part in every step of a vertical protocol; nobody straggles or drops).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+BASE_COLUMNS = [
+    "round",
+    "sim_time_s",
+    "round_duration_s",
+    "selected",
+    "completed",
+    "stragglers",
+    "dropped",
+    "bytes_down",
+    "bytes_up",
+    "cum_bytes_down",
+    "cum_bytes_up",
+    "cum_bytes",
+    "train_loss",
+    "test_loss",
+    "test_accuracy",
+    "test_auc",
+    "wall_time_s",
+]
+
+
+def columns(parties: list[str]) -> list[str]:
+    """rounds.csv columns of a run with these parties."""
+    return BASE_COLUMNS + [f"bytes_{p}_{way}" for p in parties for way in ("up", "down")]
+
+
+def auc(y: np.ndarray, score: np.ndarray) -> float:
+    """Area under the ROC curve (Mann-Whitney U; tied scores share their mean rank)."""
+    y = np.asarray(y).astype(bool)
+    pos, neg = int(y.sum()), int((~y).sum())
+    if pos == 0 or neg == 0:
+        return math.nan
+    ranks = pd.Series(np.asarray(score, dtype=np.float64)).rank(method="average").to_numpy()
+    return float((ranks[y].sum() - pos * (pos + 1) / 2) / (pos * neg))
+
+
+def evaluate(logits: np.ndarray, y: np.ndarray) -> dict[str, float]:
+    """Test loss (mean binary cross-entropy), accuracy at probability 0.5, and AUC."""
+    loss = float(np.mean(np.logaddexp(0.0, logits) - y * logits))
+    acc = float(np.mean((logits > 0) == (y == 1)))
+    return {"test_loss": loss, "test_accuracy": acc, "test_auc": auc(y, logits)}
+
+
+class Rows:
+    """Builds one row per round, keeping the cumulative columns."""
+
+    def __init__(self, parties: list[str]) -> None:
+        self.parties = parties
+        self.sim_time = 0.0
+        self.cum = {"up": 0, "down": 0}
+
+    def row(
+        self,
+        round_: int,
+        duration: float,
+        up: dict[str, int],
+        down: dict[str, int],
+        metrics: dict[str, float],
+        wall: float,
+    ) -> dict[str, Any]:
+        self.sim_time += duration
+        total_up, total_down = sum(up.values()), sum(down.values())
+        self.cum["up"] += total_up
+        self.cum["down"] += total_down
+        n = len(self.parties)
+        out: dict[str, Any] = {
+            "round": round_,
+            "sim_time_s": self.sim_time,
+            "round_duration_s": duration,
+            "selected": n,
+            "completed": n,
+            "stragglers": 0,
+            "dropped": 0,
+            "bytes_down": total_down,
+            "bytes_up": total_up,
+            "cum_bytes_down": self.cum["down"],
+            "cum_bytes_up": self.cum["up"],
+            "cum_bytes": self.cum["up"] + self.cum["down"],
+            "train_loss": metrics.get("train_loss", math.nan),
+            "test_loss": metrics.get("test_loss", math.nan),
+            "test_accuracy": metrics.get("test_accuracy", math.nan),
+            "test_auc": metrics.get("test_auc", math.nan),
+            "wall_time_s": wall,
+        }
+        for p in self.parties:
+            out[f"bytes_{p}_up"], out[f"bytes_{p}_down"] = up[p], down[p]
+        return out
