@@ -2,7 +2,9 @@
 
 Round 0 is the ID alignment (private set intersection); round e >= 1 is training epoch e and
 the evaluation after it. ``selected`` and ``completed`` count the parties (every party takes
-part in every step of a vertical protocol; nobody straggles or drops).
+part in every step of a vertical protocol; nobody straggles or drops). The columns are the
+horizontal ones (those that do not apply, such as ``epsilon``, are empty), ``test_auc`` and
+the bytes each party sent (``_up``) and received (``_down``).
 """
 
 from __future__ import annotations
@@ -13,30 +15,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-BASE_COLUMNS = [
-    "round",
-    "sim_time_s",
-    "round_duration_s",
-    "selected",
-    "completed",
-    "stragglers",
-    "dropped",
-    "bytes_down",
-    "bytes_up",
-    "cum_bytes_down",
-    "cum_bytes_up",
-    "cum_bytes",
-    "train_loss",
-    "test_loss",
-    "test_accuracy",
-    "test_auc",
-    "wall_time_s",
-]
+from fedsim.metrics import ROUND_COLUMNS
 
 
 def columns(parties: list[str]) -> list[str]:
     """rounds.csv columns of a run with these parties."""
-    return BASE_COLUMNS + [f"bytes_{p}_{way}" for p in parties for way in ("up", "down")]
+    per_party = [f"bytes_{p}_{way}" for p in parties for way in ("up", "down")]
+    return [*ROUND_COLUMNS, "test_auc", *per_party]
 
 
 def auc(y: np.ndarray, score: np.ndarray) -> float:
@@ -86,6 +71,8 @@ class Rows:
             "completed": n,
             "stragglers": 0,
             "dropped": 0,
+            "reporting": n,
+            "rejected": 0,
             "bytes_down": total_down,
             "bytes_up": total_up,
             "cum_bytes_down": self.cum["down"],
@@ -95,6 +82,8 @@ class Rows:
             "test_loss": metrics.get("test_loss", math.nan),
             "test_accuracy": metrics.get("test_accuracy", math.nan),
             "test_auc": metrics.get("test_auc", math.nan),
+            "failed": False,
+            "aborted": False,
             "wall_time_s": wall,
         }
         for p in self.parties:
