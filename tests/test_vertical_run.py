@@ -73,6 +73,16 @@ def test_same_seed_gives_identical_records_and_plots_work(tmp_path):
     assert (tmp_path / "plots" / "accuracy_vs_bytes.png").exists()
 
 
+def test_resuming_a_vertical_run_is_refused_with_one_line(tmp_path, capsys):
+    out = tmp_path / "a"
+    run(_write(tmp_path), out_dir=out)
+    capsys.readouterr()
+    assert cli.main(["run", "--resume", str(out), "-q"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("fedsim: error: experiment.kind: a 'vertical' run has no checkpoints")
+    assert len(err.splitlines()) == 1
+
+
 def test_hetero_lr_run_matches_its_centralised_baseline(tmp_path):
     pytest.importorskip("phe")
     path = _write(tmp_path, 'algorithm = "hetero_lr"\nkey_length = 512\nlearning_rate = 0.1')
