@@ -51,7 +51,10 @@ def test_splitnn_run_writes_per_party_bytes_and_baselines(tmp_path):
     # An epoch: 240 training and 80 test embeddings of 4 float32 up, 240 gradients down.
     assert rounds["bytes_shop_up"][1] == (240 + 80) * 4 * 4
     assert rounds["bytes_shop_down"][1] == 240 * 4 * 4
-    assert (rounds["bytes_up"] == rounds["bytes_down"]).all()
+    # Passive to active is "up", as client to server; each byte is counted once.
+    assert (rounds["bytes_up"] == rounds["bytes_shop_up"]).all()
+    assert (rounds["bytes_down"] == rounds["bytes_bank_up"]).all()
+    assert (rounds["cum_bytes"] == (rounds["bytes_up"] + rounds["bytes_down"]).cumsum()).all()
     assert rounds["sim_time_s"].is_monotonic_increasing and rounds["sim_time_s"][0] > 0
     summary = json.loads((out / "summary.json").read_text())
     for key in ("test_auc", "centralised_auc", "active_only_auc"):

@@ -167,7 +167,7 @@ class Job:
             "parties": self.names,
             "aligned_ids": aligned,
             "psi_sim_time_s": psi_s,
-            "psi_bytes": int(frame["bytes_up"].iloc[0]),
+            "psi_bytes": int(frame["cum_bytes"].iloc[0]),
             "rounds": int(len(frame) - 1),
             "test_auc": float(last["test_auc"]),
             "final_test_accuracy": float(last["test_accuracy"]),

@@ -4,7 +4,8 @@ Round 0 is the ID alignment (private set intersection); round e >= 1 is training
 the evaluation after it. ``selected`` and ``completed`` count the parties (every party takes
 part in every step of a vertical protocol; nobody straggles or drops). The columns are the
 horizontal ones (those that do not apply, such as ``epsilon``, are empty), ``test_auc`` and
-the bytes each party sent (``_up``) and received (``_down``).
+the bytes each party sent (``_up``) and received (``_down``). ``bytes_up`` is what the
+passive parties sent the active party, ``bytes_down`` what they received from it.
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ class Rows:
     """Builds one row per round, keeping the cumulative columns."""
 
     def __init__(self, parties: list[str]) -> None:
+        """``parties``: their names, the active party first."""
         self.parties = parties
         self.sim_time = 0.0
         self.cum = {"up": 0, "down": 0}
@@ -59,7 +61,10 @@ class Rows:
         wall: float,
     ) -> dict[str, Any]:
         self.sim_time += duration
-        total_up, total_down = sum(up.values()), sum(down.values())
+        # Every message has the active party (parties[0]) at one end, so, as between clients
+        # and server in horizontal runs, up (passive -> active) + down counts each byte once.
+        passive = self.parties[1:]
+        total_up, total_down = sum(up[p] for p in passive), sum(down[p] for p in passive)
         self.cum["up"] += total_up
         self.cum["down"] += total_down
         n = len(self.parties)

@@ -16,7 +16,7 @@ def rows() -> list[dict]:
         s = json.loads(f.read_text())
         config = f.parent.name.rsplit("-seed", 1)[0]
         common = {"config": config, "seed": s["seed"]}
-        bytes_total = s["bytes_up_total"]  # every byte sent is received once
+        bytes_total = s["bytes_up_total"] + s["bytes_down_total"]
         out.append(
             {
                 **common,
