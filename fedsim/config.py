@@ -292,6 +292,8 @@ class Config:
             out[section] = {key: comp.name, **to_table(comp.options)}
         for section in _PLAIN:
             out[section] = to_table(getattr(self, section))
+        # The default kind is not written, so horizontal configs and checkpoints read as before.
+        del out["experiment"]["kind"]
         return {s: out[s] for s in _SECTIONS}
 
 
