@@ -26,6 +26,7 @@ from fedsim.config import Config
 from fedsim.data import FederatedDataset, build_dataset
 from fedsim.metrics import Recorder, write_json, write_text
 from fedsim.models.base import Model
+from fedsim.models.torch_models import as_model, on_device
 from fedsim.options import ConfigError
 from fedsim.population import Population
 from fedsim.privacy.rounds import round_accountant
@@ -75,14 +76,18 @@ class Experiment:
     base_dir: Path | None = None
 
 
-def prepare(cfg: Config, base_dir: Path | None = None) -> Experiment:
-    """Build dataset, model, strategy and population; raises ConfigError on bad input."""
+def prepare(cfg: Config, base_dir: Path | None = None, model: Any = None) -> Experiment:
+    """Build dataset, model, strategy and population; raises ConfigError on bad input.
+
+    ``model`` (a :class:`Model` or a torch ``nn.Module``) replaces the ``[model]`` section.
+    """
     dataset = build_dataset(
         cfg.data, cfg.partition, cfg.population.num_clients, cfg.experiment.seed
     )
-    model = MODELS.get(cfg.model.name).factory(
-        cfg.model.options, dataset.input_shape, dataset.num_classes
-    )
+    shape, classes = dataset.input_shape, dataset.num_classes
+    if model is None:
+        model = MODELS.get(cfg.model.name).factory(cfg.model.options, shape, classes)
+    model = on_device(as_model(model, shape, classes, "model"), cfg.runtime.device)
     strategy = STRATEGIES.get(cfg.strategy.name).factory(cfg.strategy.options)
     population = Population(cfg.population, cfg.experiment.seed, base_dir)
     return Experiment(cfg, dataset, model, strategy, population, base_dir)
@@ -252,11 +257,14 @@ def run(
     progress: bool = False,
     on_round: Callable[[dict[str, Any]], None] | None = None,
     resume: bool = False,
+    model: Any = None,
 ) -> RunResult:
     """Run an experiment; with ``out_dir`` its records are written there as rounds finish.
 
     ``out_dir`` must not hold a run already, unless ``resume``: then that run is continued
-    from its last checkpoint (its config must be this one, see :func:`resume`).
+    from its last checkpoint (its config must be this one, see :func:`resume`). ``model``, a
+    :class:`fedsim.models.base.Model` or a torch ``nn.Module`` (its current parameters are the
+    initial model), replaces the config's ``[model]`` section (not with ``resume``).
     """
     base_dir = None
     if isinstance(config, str | Path):
@@ -271,8 +279,10 @@ def run(
                 f"{out}: already holds a run; continue it with fedsim run --resume {out}, "
                 "or choose another output folder"
             )
+        if model is not None:
+            raise ConfigError("model: a run given a model object cannot be resumed")
         return _continue(out, cfg, base_dir, progress, on_round)
-    exp = prepare(cfg, base_dir)
+    exp = prepare(cfg, base_dir, model)
     return _execute(exp, out, None, progress, on_round)
 
 

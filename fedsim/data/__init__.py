@@ -4,7 +4,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from fedsim.data import arrays, idx, partition, synthetic, workload  # noqa: F401  (registration)
+from fedsim.data import (  # noqa: F401  (registration)
+    arrays,
+    cifar,
+    idx,
+    leaf,
+    npz,
+    partition,
+    synthetic,
+    workload,
+)
 from fedsim.data.base import CentralData, FederatedDataset, Partition
 from fedsim.options import ConfigError
 from fedsim.registry import DATASETS, PARTITIONERS

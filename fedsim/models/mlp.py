@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from functools import lru_cache
+from typing import Literal
 
 import numpy as np
 
@@ -21,9 +22,12 @@ from fedsim.registry import MODELS
 
 @dataclass(frozen=True)
 class MlpOptions:
-    """Widths of the hidden layers, input side first; empty means softmax regression."""
+    """Widths of the hidden layers, input side first; empty means softmax regression.
+
+    ``backend = "torch"`` builds the same network (same parameter layout) in PyTorch."""
 
     hidden: tuple[int, ...] = field(default=(200, 200), metadata=check(each(positive)))
+    backend: Literal["numpy", "torch"] = "numpy"
 
 
 @lru_cache(maxsize=64)
@@ -164,4 +168,16 @@ class DenseNetwork(Model):
 @MODELS.register("mlp", MlpOptions)
 def make_mlp(options: MlpOptions, input_shape: tuple[int, ...], num_classes: int) -> Model:
     """Fully connected ReLU network with ``options.hidden`` widths on the flattened input."""
-    return DenseNetwork(input_shape, num_classes, options.hidden)
+    model = DenseNetwork(input_shape, num_classes, options.hidden)
+    if options.backend == "torch":
+        return dense_in_torch(model)
+    return model
+
+
+def dense_in_torch(model: DenseNetwork) -> Model:
+    """The same network in PyTorch, with the same layout and initial vectors as ``model``."""
+    from fedsim.models.torch_models import torch_builtin
+
+    kwargs = {"num_features": model.num_features, "num_classes": model.num_classes}
+    kwargs.update(hidden=model.hidden, bias=model.bias)
+    return torch_builtin("DenseNet", model.input_shape, model.num_classes, kwargs, model.init)

@@ -3,19 +3,22 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 
 from fedsim.models.base import Model
-from fedsim.models.mlp import DenseNetwork
+from fedsim.models.mlp import DenseNetwork, dense_in_torch
 from fedsim.registry import MODELS
 
 
 @dataclass(frozen=True)
 class SoftmaxOptions:
-    """``bias = false`` drops the bias: logits = x W, P = D*K parameters."""
+    """``bias = false`` drops the bias: logits = x W, P = D*K parameters; ``backend = "torch"``
+    builds the same model in PyTorch."""
 
     bias: bool = True
+    backend: Literal["numpy", "torch"] = "numpy"
 
 
 class SoftmaxRegression(DenseNetwork):
@@ -32,4 +35,5 @@ class SoftmaxRegression(DenseNetwork):
 @MODELS.register("softmax", SoftmaxOptions)
 def make_softmax(options: SoftmaxOptions, input_shape: tuple[int, ...], num_classes: int) -> Model:
     """Softmax regression (with bias unless ``bias = false``) on the flattened input."""
-    return SoftmaxRegression(input_shape, num_classes, bias=options.bias)
+    model = SoftmaxRegression(input_shape, num_classes, bias=options.bias)
+    return dense_in_torch(model) if options.backend == "torch" else model
