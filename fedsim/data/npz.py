@@ -36,12 +36,15 @@ class ArraysOptions:
 def read_npz(path: Path) -> dict[str, np.ndarray]:
     """Every array of an ``.npz`` file, without unpickling anything."""
     try:
-        with np.load(path, allow_pickle=False) as f:
-            if not isinstance(f, np.lib.npyio.NpzFile):
-                raise ConfigError(f"{path}: is a single .npy array, expected an .npz archive")
-            return {k: f[k] for k in f.files}
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: no such file") from None
+        with path.open("rb") as f:
+            magic = f.read(4)
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot read ({err.strerror or err})") from None
+    if magic[:2] != b"PK":  # an .npz is a zip archive
+        raise ConfigError(f"{path}: not an .npz file (numpy.savez writes a zip archive)")
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            return {k: archive[k] for k in archive.files}
     except ValueError as err:
         if "allow_pickle" in str(err):
             raise ConfigError(f"{path}: holds object arrays; save numeric arrays") from None
