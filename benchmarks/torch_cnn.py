@@ -1,0 +1,144 @@
+"""McMahan's CNN with the PyTorch backend, against a plain torch loop, numpy and Flower, one run.
+
+Workload A (``experiments/bench/torch_cnn_10x600.toml``): 10 clients of 600 Fashion-MNIST
+examples, all trained every round, E=1, B=10, data order, one thread. Times per round of
+fedsim with the torch backend and with the numpy backend (one local worker) and of a plain
+torch loop doing the same work: for each client, load the global model, run SGD with
+``torch.optim.SGD`` over its batches, add its sample-weighted parameters; then average.
+
+Workload B (``experiments/bench/torch_cnn_100x60.toml``): 100 clients of 60 examples per
+round. fedsim's torch backend with one local worker and with two Ray workers, against Flower's
+simulation engine (``flower_torch_cnn.py``, two client actors) when ``--flower-python`` names
+a Python with ``flwr[simulation]`` and torch.
+
+A round's time is the time between the ends of successive rounds as the caller sees them; the
+first round (start-up) and the last (fedsim evaluates after it) are left out, the median of
+the others is reported. Usage:
+python benchmarks/torch_cnn.py [--rounds 4] [--flower-python PATH] [--out results/bench/torch_cnn]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F  # noqa: N812
+
+import fedsim
+from fedsim import config as config_mod
+from fedsim.runner import prepare
+
+HERE = Path(__file__).resolve().parent
+CONFIG_A = HERE.parent / "experiments/bench/torch_cnn_10x600.toml"
+CONFIG_B = HERE.parent / "experiments/bench/torch_cnn_100x60.toml"
+
+
+def fedsim_rounds(path: Path, rounds: int, *sets: str) -> list[float]:
+    """Seconds of each round of a fedsim run, as seen by the caller."""
+    cfg = config_mod.load(path, [f"server.rounds={rounds}", *sets])
+    stamps = [time.perf_counter()]
+    fedsim.run(cfg, on_round=lambda record: stamps.append(time.perf_counter()))
+    return list(np.diff(stamps))
+
+
+def plain_torch_rounds(path: Path, rounds: int) -> list[float]:
+    """Seconds of each round of a plain torch FedAvg loop over the config's clients."""
+    exp = prepare(config_mod.load(path))
+    model, data, t = exp.model, exp.dataset, exp.cfg.training
+    module = model.builder()
+    opt = torch.optim.SGD(module.parameters(), lr=t.learning_rate)
+    w = model.init(exp.cfg.experiment.seed)
+    clients = [data.client_train(k) for k in range(data.num_clients)]
+    clients = [(torch.from_numpy(x), torch.from_numpy(y)) for x, y in clients]
+    times = []
+    torch.set_num_threads(1)
+    for _ in range(rounds):
+        t0 = time.perf_counter()
+        acc = np.zeros(model.num_parameters, dtype=np.float64)
+        for x, y in clients:
+            model.load_into(w, module)
+            for i in range(0, len(y), t.batch_size):
+                opt.zero_grad()
+                F.cross_entropy(module(x[i : i + t.batch_size]), y[i : i + t.batch_size]).backward()
+                opt.step()
+            flat = torch.cat([p.detach().reshape(-1) for p in module.parameters()])
+            acc += len(y) * flat.numpy()
+        w = (acc / sum(len(y) for _, y in clients)).astype(np.float32)
+        times.append(time.perf_counter() - t0)
+    return times
+
+
+def flower_rounds(python: str, path: Path, rounds: int) -> list[float]:
+    cfg = config_mod.load(path)
+    args = [str(cfg.population.num_clients), str(cfg.partition.options.samples_per_client)]
+    cmd = [python, str(HERE / "flower_torch_cnn.py"), *args, str(rounds)]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    return [float(line.split()[2]) for line in out.splitlines() if line.startswith("round ")]
+
+
+def steady(times: list[float], last_evaluates: bool) -> float:
+    """Median round time without the first (start-up) and, for fedsim, the last (evaluation)."""
+    middle = times[1:-1] if last_evaluates else times[1:]
+    return statistics.median(middle or times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=4)
+    parser.add_argument("--flower-python", default="")
+    parser.add_argument("--out", default="results/bench/torch_cnn")
+    args = parser.parse_args()
+    r = args.rounds
+    rows: list[tuple[str, str, list[float], float]] = []
+
+    def add(workload: str, what: str, times: list[float], last_evaluates: bool) -> None:
+        rows.append((workload, what, times, steady(times, last_evaluates)))
+        print(f"{workload} | {what} | {rows[-1][3]:.2f} s/round | {times}", flush=True)
+
+    add("A", "plain torch loop", plain_torch_rounds(CONFIG_A, r - 1), False)
+    add("A", "fedsim torch, 1 worker", fedsim_rounds(CONFIG_A, r), True)
+    add("A", "fedsim numpy, 1 worker", fedsim_rounds(CONFIG_A, r, "model.backend='numpy'"), True)
+    add("B", "fedsim torch, 1 worker", fedsim_rounds(CONFIG_B, r), True)
+    ray = ("runtime.backend='ray'", "runtime.workers=2")
+    add("B", "fedsim torch, 2 Ray workers", fedsim_rounds(CONFIG_B, r, *ray), True)
+    if args.flower_python:
+        add("B", "Flower, 2 actors", flower_rounds(args.flower_python, CONFIG_B, r - 1), False)
+    write(Path(args.out), rows, args)
+
+
+def write(out: Path, rows: list, args: argparse.Namespace) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    ref = {w: dict((what, s) for ww, what, _, s in rows if ww == w) for w in ("A", "B")}
+    base = {"A": "plain torch loop", "B": "fedsim torch, 2 Ray workers"}
+    lines = ["| workload | run | s/round (steady) | vs reference |", "| --- | --- | --- | --- |"]
+    for w, what, _, s in rows:
+        lines.append(f"| {w} | {what} | {s:.2f} | {s / ref[w][base[w]]:.2f}x |")
+    (out / "table.md").write_text("\n".join(lines) + "\n")
+    runs = [{"workload": w, "run": what, "round_s": t, "steady_s": s} for w, what, t, s in rows]
+    facts = {
+        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "rounds": args.rounds,
+        "machine": platform.machine(),
+        "processor": platform.processor(),
+        "cpus": os.cpu_count(),
+        "load_average_at_end": os.getloadavg(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "runs": runs,
+    }
+    (out / "runs.json").write_text(json.dumps(facts, indent=2) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
