@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import tomllib
 from pathlib import Path
 
 import numpy as np
@@ -33,8 +34,6 @@ progress = false
 
 def _dataset(data: str, clients: int, partition: str = 'scheme = "natural"'):
     text = RUN.format(data=data, clients=clients) + f"[partition]\n{partition}\n"
-    import tomllib
-
     cfg = config_mod.from_dict(tomllib.loads(text))
     return build_dataset(cfg.data, cfg.partition, clients, 0)
 

@@ -11,7 +11,11 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from fedsim.models.torch_backend import TorchModel, choose_stacking  # noqa: E402
-from fedsim.models.torch_models import ZooBuilder, require_torch  # noqa: E402
+from fedsim.models.torch_models import (  # noqa: E402
+    ZooBuilder,
+    require_torch,
+    worker_resources,
+)
 from fedsim.options import ConfigError  # noqa: E402
 from fedsim.registry import MODELS  # noqa: E402
 
@@ -148,3 +152,10 @@ def test_missing_torch_is_a_one_line_error_naming_model_backend(monkeypatch):
     entry = MODELS.get("mlp")
     with pytest.raises(ConfigError, match=r"^model\.backend: "):
         entry.factory(entry.options(backend="torch"), (4,), 2)
+
+
+def test_cuda_workers_request_an_equal_share_of_the_gpu():
+    _, model = _pair("softmax", (4,))
+    assert worker_resources(model, 4) == {"num_cpus": 1}
+    model.device = "cuda"  # the request only; nothing runs on it here
+    assert worker_resources(model, 4) == {"num_cpus": 1, "num_gpus": 0.25}

@@ -161,6 +161,14 @@ def on_device(model: Model, device: str) -> Model:
     return model
 
 
+def worker_resources(model: Model, num_workers: int) -> dict[str, float]:
+    """Ray resources of one training worker: a CPU, and an equal share of one GPU when the
+    model computes on CUDA (so ``num_workers`` workers share it)."""
+    if getattr(model, "device", "cpu") == "cuda":
+        return {"num_cpus": 1, "num_gpus": 1.0 / max(1, num_workers)}
+    return {"num_cpus": 1}
+
+
 # --- torch-only built-in models -----------------------------------------------------------------
 
 
