@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import os
 from collections.abc import Callable, Iterator
 from typing import Any, Literal
 
@@ -149,8 +150,11 @@ class TorchModel(Model):
             choose_stacking(module, self.device) if self.stacking == "auto" else self.stacking
         )
         if self.device == "cuda":
+            # Deterministic kernels (cuBLAS needs its workspace fixed before it starts).
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
             torch.backends.cudnn.deterministic = True
             torch.backends.cudnn.benchmark = False
+            torch.use_deterministic_algorithms(True, warn_only=True)
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
