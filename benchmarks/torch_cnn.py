@@ -4,7 +4,9 @@ Workload A (``experiments/bench/torch_cnn_10x600.toml``): 10 clients of 600 Fash
 examples, all trained every round, E=1, B=10, data order, one thread. Times per round of
 fedsim with the torch backend and with the numpy backend (one local worker) and of a plain
 torch loop doing the same work: for each client, load the global model, run SGD with
-``torch.optim.SGD`` over its batches, add its sample-weighted parameters; then average.
+``torch.optim.SGD`` over its batches, add its sample-weighted parameters; then average. The
+plain loop runs one round after each fedsim round, in the same process, so that the load of a
+shared machine falls on both alike.
 
 Workload B (``experiments/bench/torch_cnn_100x60.toml``): 100 clients of 60 examples per
 round. fedsim's torch backend with one local worker and with two Ray workers, against Flower's
@@ -27,6 +29,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -42,39 +45,55 @@ CONFIG_A = HERE.parent / "experiments/bench/torch_cnn_10x600.toml"
 CONFIG_B = HERE.parent / "experiments/bench/torch_cnn_100x60.toml"
 
 
-def fedsim_rounds(path: Path, rounds: int, *sets: str) -> list[float]:
-    """Seconds of each round of a fedsim run, as seen by the caller."""
+def fedsim_rounds(
+    path: Path, rounds: int, *sets: str, between: Callable[[], None] | None = None
+) -> list[float]:
+    """Seconds of each round of a fedsim run, as seen by the caller; ``between`` runs after
+    each round, outside the timed span (to interleave the reference with it)."""
     cfg = config_mod.load(path, [f"server.rounds={rounds}", *sets])
-    stamps = [time.perf_counter()]
-    fedsim.run(cfg, on_round=lambda record: stamps.append(time.perf_counter()))
-    return list(np.diff(stamps))
+    starts, times = [time.perf_counter()], []
 
+    def on_round(record: dict) -> None:
+        times.append(time.perf_counter() - starts[-1])
+        if between is not None:
+            between()
+        starts.append(time.perf_counter())
 
-def plain_torch_rounds(path: Path, rounds: int) -> list[float]:
-    """Seconds of each round of a plain torch FedAvg loop over the config's clients."""
-    exp = prepare(config_mod.load(path))
-    model, data, t = exp.model, exp.dataset, exp.cfg.training
-    module = model.builder()
-    opt = torch.optim.SGD(module.parameters(), lr=t.learning_rate)
-    w = model.init(exp.cfg.experiment.seed)
-    clients = [data.client_train(k) for k in range(data.num_clients)]
-    clients = [(torch.from_numpy(x), torch.from_numpy(y)) for x, y in clients]
-    times = []
-    torch.set_num_threads(1)
-    for _ in range(rounds):
-        t0 = time.perf_counter()
-        acc = np.zeros(model.num_parameters, dtype=np.float64)
-        for x, y in clients:
-            model.load_into(w, module)
-            for i in range(0, len(y), t.batch_size):
-                opt.zero_grad()
-                F.cross_entropy(module(x[i : i + t.batch_size]), y[i : i + t.batch_size]).backward()
-                opt.step()
-            flat = torch.cat([p.detach().reshape(-1) for p in module.parameters()])
-            acc += len(y) * flat.numpy()
-        w = (acc / sum(len(y) for _, y in clients)).astype(np.float32)
-        times.append(time.perf_counter() - t0)
+    fedsim.run(cfg, on_round=on_round)
     return times
+
+
+class PlainTorch:
+    """FedAvg as a plain torch loop over the config's clients, one round per call."""
+
+    def __init__(self, path: Path) -> None:
+        exp = prepare(config_mod.load(path))
+        self.model, self.batch = exp.model, int(exp.cfg.training.batch_size)
+        self.module = self.model.builder()
+        self.opt = torch.optim.SGD(self.module.parameters(), lr=exp.cfg.training.learning_rate)
+        self.w = self.model.init(exp.cfg.experiment.seed)
+        data = exp.dataset
+        parts = [data.client_train(k) for k in range(data.num_clients)]
+        self.clients = [(torch.from_numpy(x.copy()), torch.from_numpy(y)) for x, y in parts]
+        self.times: list[float] = []
+
+    def round(self) -> None:
+        before = torch.get_num_threads()
+        torch.set_num_threads(1)
+        t0 = time.perf_counter()
+        acc = np.zeros(self.model.num_parameters, dtype=np.float64)
+        for x, y in self.clients:
+            self.model.load_into(self.w, self.module)
+            for i in range(0, len(y), self.batch):
+                self.opt.zero_grad()
+                logits = self.module(x[i : i + self.batch])
+                F.cross_entropy(logits, y[i : i + self.batch]).backward()
+                self.opt.step()
+            flat = torch.cat([p.detach().reshape(-1) for p in self.module.parameters()])
+            acc += len(y) * flat.numpy()
+        self.w = (acc / sum(len(y) for _, y in self.clients)).astype(np.float32)
+        self.times.append(time.perf_counter() - t0)
+        torch.set_num_threads(before)
 
 
 def flower_rounds(python: str, path: Path, rounds: int) -> list[float]:
@@ -104,8 +123,11 @@ def main() -> None:
         rows.append((workload, what, times, steady(times, last_evaluates)))
         print(f"{workload} | {what} | {rows[-1][3]:.2f} s/round | {times}", flush=True)
 
-    add("A", "plain torch loop", plain_torch_rounds(CONFIG_A, r - 1), False)
-    add("A", "fedsim torch, 1 worker", fedsim_rounds(CONFIG_A, r), True)
+    plain = PlainTorch(CONFIG_A)
+    # One plain round after each fedsim round, in the same process: load changes hit both.
+    times = fedsim_rounds(CONFIG_A, r, between=plain.round)
+    add("A", "plain torch loop", plain.times, False)
+    add("A", "fedsim torch, 1 worker", times, True)
     add("A", "fedsim numpy, 1 worker", fedsim_rounds(CONFIG_A, r, "model.backend='numpy'"), True)
     add("B", "fedsim torch, 1 worker", fedsim_rounds(CONFIG_B, r), True)
     ray = ("runtime.backend='ray'", "runtime.workers=2")

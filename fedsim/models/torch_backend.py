@@ -6,8 +6,8 @@ privacy, checkpoints and byte counts see the same (P,) float32 vector as for a n
 ``loss_and_grad`` takes the stacked numpy arrays of the engine and returns numpy: on the CPU,
 ``torch.from_numpy`` shares their memory. The gradient of a client is taken either
 
-- one client at a time (``loop``): plain autograd on a flat leaf tensor whose slices are the
-  module's parameters, so the gradient arrives as one flat vector; or
+- one client at a time (``loop``): plain autograd on leaf tensors that are views of the
+  client's row of the stack; or
 - all clients at once (``vmap``): ``torch.func.vmap`` of ``torch.func.grad_and_value`` of
   ``functional_call`` over the client axis.
 
@@ -200,13 +200,15 @@ class TorchModel(Model):
     # -- the contract ------------------------------------------------------------------------
 
     def _views(self, flat: torch.Tensor) -> list[torch.Tensor]:
-        """Each parameter as a view of a flat (P,) tensor."""
-        o = self._offsets
-        return [flat[o[i] : o[i + 1]].view(shape) for i, shape in enumerate(self._shapes)]
+        """Each parameter as a view of ``flat`` (..., P), shaped (..., *parameter shape)."""
+        o, lead = self._offsets, flat.shape[:-1]
+        return [flat[..., o[i] : o[i + 1]].view(*lead, *s) for i, s in enumerate(self._shapes)]
 
-    def _loss(self, flat: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """Mean cross-entropy of one client's batch as a function of its flat parameters."""
-        tensors: dict[str, torch.Tensor] = dict(zip(self._names, self._views(flat), strict=True))
+    def _loss(
+        self, params: tuple[torch.Tensor, ...], x: torch.Tensor, y: torch.Tensor
+    ) -> torch.Tensor:
+        """Mean cross-entropy of one client's batch as a function of its parameters."""
+        tensors: dict[str, torch.Tensor] = dict(zip(self._names, params, strict=True))
         for name, buf in self._buffers.items():
             tensors[name] = buf.clone()
         logits = functional_call(self.module, tensors, (x,))
@@ -228,19 +230,25 @@ class TorchModel(Model):
         wt = torch.from_numpy(w).to(self.device)
         xt, yt = self._inputs(x), torch.from_numpy(np.ascontiguousarray(y)).to(self.device)
         self.module.train()
+        # Gradients are taken per parameter tensor and copied once into the flat output:
+        # differentiating through slices of a flat leaf would add up one full-size zero-padded
+        # vector per parameter tensor.
+        grad = torch.empty_like(wt)
+        loss = torch.empty(len(wt), dtype=torch.float32, device=self.device)
         with one_thread():
             if self._mode == "vmap":
-                grad, loss = vmap(grad_and_value(self._loss))(wt, xt, yt)
-                loss, grad = loss.detach(), grad.detach()
+                grads, value = vmap(grad_and_value(self._loss))(tuple(self._views(wt)), xt, yt)
+                for out, g in zip(self._views(grad), grads, strict=True):
+                    out.copy_(g)
+                loss.copy_(value)
             else:
-                grad = torch.empty_like(wt)
-                loss = torch.empty(len(wt), dtype=torch.float32, device=self.device)
                 for k in range(len(wt)):
                     with self._keyed_randomness(w[k], y[k]):
-                        leaf = wt[k].detach().requires_grad_(True)
-                        value = self._loss(leaf, xt[k], yt[k])
-                        (g,) = torch.autograd.grad(value, leaf)
-                    grad[k] = g
+                        leaves = tuple(v.detach().requires_grad_() for v in self._views(wt[k]))
+                        value = self._loss(leaves, xt[k], yt[k])
+                        grads = torch.autograd.grad(value, leaves)
+                    for out, g in zip(self._views(grad[k]), grads, strict=True):
+                        out.copy_(g)
                     loss[k] = value.detach()
         return loss.cpu().numpy().astype(np.float64), grad.cpu().numpy()
 
@@ -261,7 +269,7 @@ class TorchModel(Model):
     def logits(self, w: np.ndarray, x: np.ndarray) -> np.ndarray:
         """Logits (n, num_classes) of parameters w (P,) on x (n, *input_shape), in eval mode."""
         flat = torch.from_numpy(np.ascontiguousarray(w, dtype=np.float32)).to(self.device)
-        tensors = dict(zip(self._names, self._views(flat), strict=True))
+        tensors: dict[str, torch.Tensor] = dict(zip(self._names, self._views(flat), strict=True))
         tensors.update(self._buffers)
         out = np.empty((len(x), self.num_classes), dtype=np.float32)
         self.module.eval()
