@@ -221,3 +221,16 @@ def test_model_backend_is_validated_per_model():
         config_mod.from_dict({"model": {"name": "lstm", "backend": "numpy"}})
     with pytest.raises(ConfigError, match=r"^model\.backend: must be one of 'numpy' \| 'torch'"):
         config_mod.from_dict({"model": {"name": "cnn", "backend": "jax"}})
+
+
+def test_plugin_errors_are_one_line_config_errors(tmp_path, monkeypatch):
+    (tmp_path / "badplug.py").write_text(
+        "def wrong(input_shape):\n    return None\n\ndef notmodule(input_shape, num_classes):\n"
+        "    return 42\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    path = _data(tmp_path, (6,))
+    with pytest.raises(ConfigError, match=r"^model\.name: plug-in 'wrong' failed \(TypeError"):
+        prepare(_config(path, 'name = "badplug:wrong"'))
+    with pytest.raises(ConfigError, match=r"^model\.name: plug-in returned int, expected"):
+        prepare(_config(path, 'name = "badplug:notmodule"'))

@@ -128,7 +128,13 @@ def adapt_plugin(obj: Any) -> Entry:
     def factory(options: Any, input_shape: tuple[int, ...], num_classes: int) -> Model:
         fields = tuple((f.name, getattr(options, f.name)) for f in dataclasses.fields(options))
         builder = PluginBuilder(obj, tuple(input_shape), int(num_classes), fields)
-        made = builder()
+        try:
+            made = builder()
+        except Exception as err:  # a user's factory failing is a bad plug-in, not a crash
+            raise ConfigError(
+                f"model.name: plug-in {getattr(obj, '__qualname__', obj)!r} failed "
+                f"({type(err).__name__}: {err})"
+            ) from None
         if isinstance(made, Model):
             return made
         if not is_torch_module(made):
