@@ -78,7 +78,6 @@ class PlainTorch:
         self.times: list[float] = []
 
     def round(self) -> None:
-        before = torch.get_num_threads()
         torch.set_num_threads(1)
         t0 = time.perf_counter()
         acc = np.zeros(self.model.num_parameters, dtype=np.float64)
@@ -93,7 +92,6 @@ class PlainTorch:
             acc += len(y) * flat.numpy()
         self.w = (acc / sum(len(y) for _, y in self.clients)).astype(np.float32)
         self.times.append(time.perf_counter() - t0)
-        torch.set_num_threads(before)
 
 
 def flower_rounds(python: str, path: Path, rounds: int) -> list[float]:
@@ -115,25 +113,31 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--flower-python", default="")
     parser.add_argument("--out", default="results/bench/torch_cnn")
+    parser.add_argument("--workloads", default="A,B", help="which workloads: A, B or A,B")
     args = parser.parse_args()
     r = args.rounds
+    todo = set(args.workloads.split(","))
     rows: list[tuple[str, str, list[float], float]] = []
 
     def add(workload: str, what: str, times: list[float], last_evaluates: bool) -> None:
         rows.append((workload, what, times, steady(times, last_evaluates)))
         print(f"{workload} | {what} | {rows[-1][3]:.2f} s/round | {times}", flush=True)
 
-    plain = PlainTorch(CONFIG_A)
-    # One plain round after each fedsim round, in the same process: load changes hit both.
-    times = fedsim_rounds(CONFIG_A, r, between=plain.round)
-    add("A", "plain torch loop", plain.times, False)
-    add("A", "fedsim torch, 1 worker", times, True)
-    add("A", "fedsim numpy, 1 worker", fedsim_rounds(CONFIG_A, r, "model.backend='numpy'"), True)
-    add("B", "fedsim torch, 1 worker", fedsim_rounds(CONFIG_B, r), True)
-    ray = ("runtime.backend='ray'", "runtime.workers=2")
-    add("B", "fedsim torch, 2 Ray workers", fedsim_rounds(CONFIG_B, r, *ray), True)
-    if args.flower_python:
-        add("B", "Flower, 2 actors", flower_rounds(args.flower_python, CONFIG_B, r - 1), False)
+    if "A" in todo:
+        plain = PlainTorch(CONFIG_A)
+        # One plain round after each fedsim round, in the same process: load hits both.
+        times = fedsim_rounds(CONFIG_A, r, between=plain.round)
+        add("A", "plain torch loop", plain.times, False)
+        add("A", "fedsim torch, 1 worker", times, True)
+        numpy_times = fedsim_rounds(CONFIG_A, r, "model.backend='numpy'")
+        add("A", "fedsim numpy, 1 worker", numpy_times, True)
+    if "B" in todo:
+        ray = ("runtime.backend='ray'", "runtime.workers=2")
+        add("B", "fedsim torch, 2 Ray workers", fedsim_rounds(CONFIG_B, r, *ray), True)
+        if args.flower_python:
+            flower = flower_rounds(args.flower_python, CONFIG_B, r - 1)
+            add("B", "Flower, 2 actors", flower, False)
+        add("B", "fedsim torch, 1 worker", fedsim_rounds(CONFIG_B, r), True)
     write(Path(args.out), rows, args)
 
 
@@ -144,7 +148,8 @@ def write(out: Path, rows: list, args: argparse.Namespace) -> None:
     lines = ["| workload | run | s/round (steady) | vs reference |", "| --- | --- | --- | --- |"]
     for w, what, _, s in rows:
         lines.append(f"| {w} | {what} | {s:.2f} | {s / ref[w][base[w]]:.2f}x |")
-    (out / "table.md").write_text("\n".join(lines) + "\n")
+    tag = args.workloads.replace(",", "")
+    (out / f"table_{tag}.md").write_text("\n".join(lines) + "\n")
     runs = [{"workload": w, "run": what, "round_s": t, "steady_s": s} for w, what, t, s in rows]
     facts = {
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
@@ -158,7 +163,7 @@ def write(out: Path, rows: list, args: argparse.Namespace) -> None:
         "numpy": np.__version__,
         "runs": runs,
     }
-    (out / "runs.json").write_text(json.dumps(facts, indent=2) + "\n")
+    (out / f"runs_{tag}.json").write_text(json.dumps(facts, indent=2) + "\n")
     print("\n".join(lines))
 
 

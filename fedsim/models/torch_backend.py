@@ -11,10 +11,11 @@ privacy, checkpoints and byte counts see the same (P,) float32 vector as for a n
 - all clients at once (``vmap``): ``torch.func.vmap`` of ``torch.func.grad_and_value`` of
   ``functional_call`` over the client axis.
 
-``stacking = "auto"`` picks per model and device (:func:`choose_stacking`). Every
-computation runs on one intra-op thread (as BLAS is pinned for numpy models), so a client's
-result does not depend on the process or the stack it was computed in. Buffers (e.g. BatchNorm
-running statistics) are not federated: each call works on a fresh copy of their initial values.
+``stacking = "auto"`` picks per model and device (:func:`choose_stacking`). Torch is pinned to
+one intra-op thread in a process that trains (as BLAS is pinned for numpy models), so a
+client's result does not depend on the process or the stack it was computed in. Buffers (e.g.
+BatchNorm running statistics) are not federated: each call works on a fresh copy of their
+initial values.
 
 This module imports torch; :mod:`fedsim.models.torch_models` is the torch-free entry point.
 """
@@ -44,18 +45,14 @@ EVAL_CHUNK = 1024
 _NO_VMAP = (nn.RNNBase, nn.modules.batchnorm._BatchNorm)
 
 
-@contextlib.contextmanager
-def one_thread() -> Iterator[None]:
-    """Run torch on one intra-op thread inside the block, restoring the count afterwards."""
-    before = torch.get_num_threads()
-    if before == 1:
-        yield
-        return
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
+def one_thread() -> None:
+    """Pin torch to one intra-op thread in this process, as BLAS is pinned in the workers.
+
+    Kept rather than restored after each call: changing torch's thread count rebuilds its
+    thread pools, and doing so around every step made training over 3x slower (measured).
+    """
+    if torch.get_num_threads() != 1:
+        torch.set_num_threads(1)
 
 
 def resolve_device(device: str) -> str:
@@ -235,21 +232,21 @@ class TorchModel(Model):
         # vector per parameter tensor.
         grad = torch.empty_like(wt)
         loss = torch.empty(len(wt), dtype=torch.float32, device=self.device)
-        with one_thread():
-            if self._mode == "vmap":
-                grads, value = vmap(grad_and_value(self._loss))(tuple(self._views(wt)), xt, yt)
-                for out, g in zip(self._views(grad), grads, strict=True):
+        one_thread()
+        if self._mode == "vmap":
+            grads, value = vmap(grad_and_value(self._loss))(tuple(self._views(wt)), xt, yt)
+            for out, g in zip(self._views(grad), grads, strict=True):
+                out.copy_(g)
+            loss.copy_(value)
+        else:
+            for k in range(len(wt)):
+                with self._keyed_randomness(w[k], y[k]):
+                    leaves = tuple(v.detach().requires_grad_() for v in self._views(wt[k]))
+                    value = self._loss(leaves, xt[k], yt[k])
+                    grads = torch.autograd.grad(value, leaves)
+                for out, g in zip(self._views(grad[k]), grads, strict=True):
                     out.copy_(g)
-                loss.copy_(value)
-            else:
-                for k in range(len(wt)):
-                    with self._keyed_randomness(w[k], y[k]):
-                        leaves = tuple(v.detach().requires_grad_() for v in self._views(wt[k]))
-                        value = self._loss(leaves, xt[k], yt[k])
-                        grads = torch.autograd.grad(value, leaves)
-                    for out, g in zip(self._views(grad[k]), grads, strict=True):
-                        out.copy_(g)
-                    loss[k] = value.detach()
+                loss[k] = value.detach()
         return loss.cpu().numpy().astype(np.float64), grad.cpu().numpy()
 
     @contextlib.contextmanager
@@ -273,7 +270,8 @@ class TorchModel(Model):
         tensors.update(self._buffers)
         out = np.empty((len(x), self.num_classes), dtype=np.float32)
         self.module.eval()
-        with one_thread(), torch.no_grad():
+        one_thread()
+        with torch.no_grad():
             for start in range(0, len(x), EVAL_CHUNK):
                 xb = self._inputs(x[start : start + EVAL_CHUNK])
                 z = functional_call(self.module, tensors, (xb,))
