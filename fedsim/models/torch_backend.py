@@ -69,12 +69,12 @@ def resolve_device(device: str) -> str:
 def choose_stacking(module: nn.Module, device: str) -> Literal["vmap", "loop"]:
     """``loop`` on a CPU; on a GPU ``vmap`` unless the module cannot be vmapped.
 
-    Measured on one CPU thread at B=10 (results/bench/README.md): per client, McMahan's CNN
-    takes 25 ms looped and 73 ms in a vmapped stack of 10, the 2NN 1.5 ms and 2.0 ms; only
-    softmax regression gains from a stack (0.23 against 0.40 ms) and loses alone (2.0 against
-    0.38 ms). A vmapped CNN client also differs in its last bits with the stack it is in,
-    while a looped one cannot. Recurrent kernels, BatchNorm and dropout (whose masks must not
-    depend on the stack) are looped on every device.
+    Measured on one CPU thread at B=10 (``benchmarks/torch_stacking.py``, recorded in
+    results/bench/torch_cnn/stacking.md): a vmapped stack of 10 clients is no faster per client
+    than a loop for the 2NN and the CNN, only softmax regression gains (and loses alone), and a
+    vmapped CNN client differs in its last bits from the same client computed alone, while a
+    looped one cannot. Recurrent kernels, BatchNorm and dropout (whose masks must not depend
+    on the stack) are looped on every device.
     """
     if device == "cpu" or _has_dropout(module):
         return "loop"
