@@ -253,6 +253,8 @@ class RuntimeConfig:
     progress: bool = True
     checkpoint_every: int = field(default=10, metadata=check(non_negative))
     max_worker_restarts: int = field(default=3, metadata=check(non_negative))
+    # Where torch models compute: "auto" = CUDA when torch finds it, else the CPU.
+    device: Literal["cpu", "cuda", "auto"] = "cpu"
 
 
 @dataclass(frozen=True)

@@ -128,9 +128,16 @@ class Registry:
             ) from None
 
 
+def _adapt_model(obj: Any) -> Entry:
+    """A model plug-in may return a Model or a torch ``nn.Module`` (wrapped by the backend)."""
+    from fedsim.models.torch_models import adapt_plugin
+
+    return adapt_plugin(obj)
+
+
 DATASETS = Registry("dataset")
 PARTITIONERS = Registry("partition scheme")
-MODELS = Registry("model")
+MODELS = Registry("model", adapt=_adapt_model)
 STRATEGIES = Registry("strategy")
 AGGREGATORS = Registry("aggregator")
 

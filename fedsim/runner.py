@@ -28,6 +28,7 @@ from fedsim.config import Config
 from fedsim.data import FederatedDataset, build_dataset
 from fedsim.metrics import Recorder, write_json, write_text
 from fedsim.models.base import Model
+from fedsim.models.torch_models import as_model, on_device
 from fedsim.options import ConfigError, build, to_table
 from fedsim.population import Population
 from fedsim.privacy.rounds import round_accountant
@@ -80,20 +81,25 @@ class Experiment:
 
 
 def prepare(
-    cfg: Config, base_dir: Path | None = None, strategy: Strategy | None = None
+    cfg: Config,
+    base_dir: Path | None = None,
+    strategy: Strategy | None = None,
+    model: Any = None,
 ) -> Experiment:
     """Build dataset, model, strategy and population; raises ConfigError on bad input.
 
-    ``strategy`` replaces the configured one (the Python API's ``run(cfg, strategy=...)``).
+    ``strategy`` replaces the configured one (the Python API's ``run(cfg, strategy=...)``);
+    ``model`` (a :class:`Model` or a torch ``nn.Module``) replaces the ``[model]`` section.
     """
     dataset = build_dataset(
         cfg.data, cfg.partition, cfg.population.num_clients, cfg.experiment.seed
     )
-    # Checked on the options first: a classifier cannot even be built for 0 classes.
-    _check_task(cfg, dataset, getattr(cfg.model.options, "task", None))
-    model = MODELS.get(cfg.model.name).factory(
-        cfg.model.options, dataset.input_shape, dataset.num_classes
-    )
+    shape, classes = dataset.input_shape, dataset.num_classes
+    if model is None:
+        # Checked on the options first: a classifier cannot even be built for 0 classes.
+        _check_task(cfg, dataset, getattr(cfg.model.options, "task", None))
+        model = MODELS.get(cfg.model.name).factory(cfg.model.options, shape, classes)
+    model = on_device(as_model(model, shape, classes, "model"), cfg.runtime.device)
     _check_task(cfg, dataset, getattr(model, "task", "classification"))
     if strategy is None:
         strategy = STRATEGIES.get(cfg.strategy.name).factory(cfg.strategy.options)
@@ -312,12 +318,16 @@ def run(
     on_round: Callable[[dict[str, Any]], None] | None = None,
     resume: bool = False,
     strategy: Strategy | None = None,
+    model: Any = None,
 ) -> RunResult:
     """Run an experiment; with ``out_dir`` its records are written there as rounds finish.
 
     ``out_dir`` must not hold a run already, unless ``resume``: then that run is continued
     from its last checkpoint (its config must be this one, see :func:`resume`).
-    ``strategy`` (a :class:`fedsim.strategies.Strategy`) replaces the configured strategy.
+    ``strategy`` (a :class:`fedsim.strategies.Strategy`) replaces the configured strategy;
+    ``model``, a :class:`fedsim.models.base.Model` or a torch ``nn.Module`` (its current
+    parameters are the initial model), replaces the config's ``[model]`` section (not with
+    ``resume``).
     """
     base_dir = None
     if isinstance(config, str | Path):
@@ -334,8 +344,10 @@ def run(
                 f"{out}: already holds a run; continue it with fedsim run --resume {out}, "
                 "or choose another output folder"
             )
+        if model is not None:
+            raise ConfigError("model: a run given a model object cannot be resumed")
         return _continue(out, cfg, base_dir, progress, on_round, strategy)
-    exp = prepare(cfg, base_dir, strategy)
+    exp = prepare(cfg, base_dir, strategy, model)
     return _execute(exp, out, None, progress, on_round)
 
 

@@ -6,7 +6,10 @@ from typing import Any
 
 from fedsim.data import (  # noqa: F401  (registration)
     arrays,
+    cifar,
     idx,
+    leaf,
+    npz,
     one_client,
     partition,
     synthetic,

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Literal
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
@@ -41,11 +42,12 @@ GRAD_CHUNK = 100
 
 @dataclass(frozen=True)
 class CnnOptions:
-    """Options of the ``cnn`` model."""
+    """Options of the ``cnn`` model; ``backend = "torch"`` builds it in PyTorch (same layout)."""
 
     channels: tuple[int, int] = field(default=(32, 64), metadata=check(each(positive)))
     hidden: int = field(default=512, metadata=check(positive))
     kernel: int = field(default=5, metadata=check(positive))
+    backend: Literal["numpy", "torch"] = "numpy"
 
     def validate(self) -> str | None:
         """Error text if the options are inconsistent, else None."""
@@ -340,10 +342,17 @@ def make_cnn(options: CnnOptions, input_shape: tuple[int, ...], num_classes: int
     err = options.validate()
     if err:
         raise ConfigError(f"model.{err}")
-    return Cnn(
+    model = Cnn(
         input_shape,
         num_classes,
         channels=options.channels,
         hidden=options.hidden,
         kernel=options.kernel,
     )
+    if options.backend == "numpy":
+        return model
+    from fedsim.models.torch_models import torch_builtin
+
+    kwargs = {"input_shape": model.input_shape, "num_classes": model.num_classes}
+    kwargs.update(channels=model.channels, hidden=model.hidden, kernel=model.kernel)
+    return torch_builtin("McMahanCnn", model.input_shape, model.num_classes, kwargs, model.init)

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from functools import lru_cache
+from typing import Literal
 
 import numpy as np
 
 from fedsim.models.base import Model, Task
-from fedsim.options import check, each, positive
+from fedsim.options import ConfigError, check, each, positive
 from fedsim.registry import MODELS
 
 
@@ -24,10 +25,12 @@ class MlpOptions:
     """Widths of the hidden layers, input side first; empty means softmax regression.
 
     ``task = "regression"``: one linear output trained with the mean squared error.
+    ``backend = "torch"`` builds the same network (same parameter layout) in PyTorch.
     """
 
     hidden: tuple[int, ...] = field(default=(200, 200), metadata=check(each(positive)))
     task: Task = "classification"
+    backend: Literal["numpy", "torch"] = "numpy"
 
 
 @lru_cache(maxsize=64)
@@ -196,4 +199,16 @@ class DenseNetwork(Model):
 @MODELS.register("mlp", MlpOptions)
 def make_mlp(options: MlpOptions, input_shape: tuple[int, ...], num_classes: int) -> Model:
     """Fully connected ReLU network with ``options.hidden`` widths on the flattened input."""
-    return DenseNetwork(input_shape, num_classes, options.hidden, task=options.task)
+    model = DenseNetwork(input_shape, num_classes, options.hidden, task=options.task)
+    return dense_in_torch(model) if options.backend == "torch" else model
+
+
+def dense_in_torch(model: DenseNetwork) -> Model:
+    """The same network in PyTorch, with the same layout and initial vectors as ``model``."""
+    from fedsim.models.torch_models import torch_builtin
+
+    if model.task != "classification":
+        raise ConfigError("model.backend: the torch models are classifiers; use 'numpy' here")
+    kwargs = {"num_features": model.num_features, "num_classes": model.num_classes}
+    kwargs.update(hidden=model.hidden, bias=model.bias)
+    return torch_builtin("DenseNet", model.input_shape, model.num_classes, kwargs, model.init)

@@ -7,11 +7,12 @@ With ``task = "regression"`` the same linear map has one output trained by least
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 
 from fedsim.models.base import Model, Task
-from fedsim.models.mlp import DenseNetwork
+from fedsim.models.mlp import DenseNetwork, dense_in_torch
 from fedsim.registry import MODELS
 
 
@@ -20,10 +21,12 @@ class SoftmaxOptions:
     """``bias = false`` drops the bias: logits = x W, P = D*K parameters.
 
     ``task = "regression"``: one output (K = 1) and the mean squared error.
+    ``backend = "torch"`` builds the same model in PyTorch.
     """
 
     bias: bool = True
     task: Task = "classification"
+    backend: Literal["numpy", "torch"] = "numpy"
 
 
 class SoftmaxRegression(DenseNetwork):
@@ -46,4 +49,5 @@ class SoftmaxRegression(DenseNetwork):
 @MODELS.register("softmax", SoftmaxOptions)
 def make_softmax(options: SoftmaxOptions, input_shape: tuple[int, ...], num_classes: int) -> Model:
     """Softmax regression (with bias unless ``bias = false``) on the flattened input."""
-    return SoftmaxRegression(input_shape, num_classes, bias=options.bias, task=options.task)
+    model = SoftmaxRegression(input_shape, num_classes, bias=options.bias, task=options.task)
+    return dense_in_torch(model) if options.backend == "torch" else model

@@ -12,6 +12,7 @@ from threadpoolctl import threadpool_limits
 
 from fedsim.data.base import FederatedDataset
 from fedsim.models.base import Model
+from fedsim.models.torch_models import worker_resources
 from fedsim.pipeline.base import Pipeline
 from fedsim.runtime.errors import WorkerFailedError
 from fedsim.runtime.work import Chunk, ChunkResult, TrainSpec, train_chunks
@@ -128,7 +129,8 @@ class RayExecutor(Executor):
     ) -> None:
         import ray
 
-        self._actor = ray.remote(num_cpus=1)(TrainWorker)
+        # One CPU per worker, and an equal share of the GPU for a model that computes on CUDA.
+        self._actor = ray.remote(**worker_resources(model, num_workers))(TrainWorker)
         self._args = (model, dataset_ref, spec)
         self.num_workers = num_workers
         self.max_restarts = max_restarts
