@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import json
+import hashlib
 import os
 from pathlib import Path
 from typing import Any
@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 
 from fedsim.options import ConfigError
+from fedsim.rundir import CLIENTS_FILE, ROUNDS_FILE
 
 ROUND_COLUMNS = [
     "round",
@@ -46,15 +47,12 @@ ROUND_COLUMNS = [
 ]
 
 
-ROUNDS_FILE = "rounds.csv"
-CLIENTS_FILE = "clients.csv"
-
-
 class Recorder:
     """Writes rounds.csv / clients.csv row by row (flushed each round) into ``out_dir``.
 
     ``offsets`` holds each file's size after the last complete round, so a checkpoint can
-    record where the records of its round end and a resumed run can cut off what follows.
+    record where the records of its round end and a resumed run can cut off what follows;
+    ``digests()`` the SHA-256 of those bytes, so a resumed run can tell they are the same.
     """
 
     def __init__(self, out_dir: Path | None, client_records: bool = True) -> None:
@@ -63,22 +61,44 @@ class Recorder:
         self.rounds: list[dict[str, Any]] = []
         self.client_frames: list[pd.DataFrame] = []
         self.offsets: dict[str, int] = {ROUNDS_FILE: 0, CLIENTS_FILE: 0}
+        self._hashes = {ROUNDS_FILE: hashlib.sha256(), CLIENTS_FILE: hashlib.sha256()}
+
+    def digests(self) -> dict[str, str]:
+        """SHA-256 of each file's first ``offsets[name]`` bytes (what a checkpoint vouches for)."""
+        return {name: h.hexdigest() for name, h in self._hashes.items()}
 
     @classmethod
     def reopen(
-        cls, out_dir: Path, offsets: dict[str, int], client_records: bool = True
+        cls,
+        out_dir: Path,
+        offsets: dict[str, int],
+        client_records: bool = True,
+        digests: dict[str, str] | None = None,
     ) -> Recorder:
-        """Continue the records in ``out_dir``: cut each file to ``offsets``, then read it."""
+        """Continue the records in ``out_dir``: cut each file to ``offsets``, then read it.
+
+        With ``digests`` (from the checkpoint), the bytes kept must hash to them: records edited
+        or replaced since the checkpoint are refused, naming the file.
+        """
         rec = cls(out_dir, client_records)
         for name in (ROUNDS_FILE, CLIENTS_FILE):
             path, size = out_dir / name, int(offsets.get(name, 0))
-            if size == 0:
-                path.unlink(missing_ok=True)
-                continue
             have = path.stat().st_size if path.exists() else 0
             if have < size:
                 raise ConfigError(
                     f"{path}: holds {have} bytes, the checkpoint needs {size}; records damaged"
+                )
+            if size:
+                with path.open("rb") as f:
+                    remaining = size
+                    while remaining:
+                        chunk = f.read(min(remaining, 1 << 20))
+                        rec._hashes[name].update(chunk)
+                        remaining -= len(chunk)
+            if digests is not None and rec._hashes[name].hexdigest() != digests.get(name):
+                raise ConfigError(
+                    f"{path}: differs from what the checkpoint recorded (checksum mismatch); "
+                    "records edited or damaged"
                 )
         # Validate before cutting anything, so a refused resume leaves the folder as it was.
         if offsets.get(ROUNDS_FILE, 0):
@@ -93,6 +113,8 @@ class Recorder:
             size = int(offsets.get(name, 0))
             if size:
                 os.truncate(out_dir / name, size)
+            else:
+                (out_dir / name).unlink(missing_ok=True)
             rec.offsets[name] = size
         if rec.offsets[ROUNDS_FILE]:
             frame = pd.read_csv(out_dir / ROUNDS_FILE)
@@ -115,10 +137,13 @@ class Recorder:
             return
         path = self.out_dir / name
         new = not path.exists()
-        with path.open("a", newline="") as f:
-            frame.to_csv(f, header=new, index=False, float_format="%.10g")
+        text = frame.to_csv(header=new, index=False, float_format="%.10g", lineterminator="\n")
+        data = text.encode("utf-8")
+        with path.open("ab") as f:
+            f.write(data)
             f.flush()
             self.offsets[name] = os.fstat(f.fileno()).st_size
+        self._hashes[name].update(data)
 
     def sync(self) -> None:
         """Flush the records to disk, so a checkpoint never outlives the rows it counts."""
@@ -137,22 +162,3 @@ class Recorder:
         if not self.client_frames:
             return None
         return pd.concat(self.client_frames, ignore_index=True)
-
-
-def write_json(path: Path, data: dict[str, Any]) -> None:
-    """Write JSON atomically: a temporary file, then rename."""
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=_json_default) + "\n")
-    os.replace(tmp, path)
-
-
-def write_text(path: Path, text: str) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
-def _json_default(v: Any) -> Any:
-    if isinstance(v, np.generic):
-        return v.item()
-    raise TypeError(f"cannot write {type(v).__name__} as JSON")

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import json
 import logging
 import math
 import os
@@ -20,23 +18,32 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from fedsim import checkpoint
+from fedsim import checkpoint, rundir
 from fedsim import config as config_mod
 from fedsim.config import Config
 from fedsim.data import FederatedDataset, build_dataset
-from fedsim.metrics import Recorder, write_json, write_text
+from fedsim.metrics import Recorder
 from fedsim.models.base import Model
 from fedsim.options import ConfigError
 from fedsim.population import Population
 from fedsim.privacy.rounds import round_accountant
 from fedsim.registry import MODELS, STRATEGIES
+from fedsim.rundir import CONFIG_FILE, PARTITION_FILE, SUMMARY_FILE, default_out_dir
 from fedsim.runtime.errors import RunError, WorkerFailedError
 from fedsim.runtime.executors import LocalExecutor
 from fedsim.runtime.server import RoundResult, Server, ServerActor
 from fedsim.runtime.work import TrainSpec
 from fedsim.strategies.base import Strategy
 
-CONFIG_FILE = "config.toml"
+__all__ = [
+    "Experiment",
+    "RunInterrupted",
+    "RunResult",
+    "default_out_dir",
+    "prepare",
+    "resume",
+    "run",
+]
 
 #: Above this many clients, partition.csv is written only for datasets held in memory; lazily
 #: generated data would have to be generated in full just to count labels.
@@ -53,6 +60,8 @@ class RunResult:
     summary: dict[str, Any]
     model: np.ndarray
     out_dir: Path | None
+    #: True when resuming found the run already finished: nothing was run or written.
+    unchanged: bool = False
 
 
 class RunInterrupted(KeyboardInterrupt):  # noqa: N818  (it is a KeyboardInterrupt)
@@ -86,20 +95,6 @@ def prepare(cfg: Config, base_dir: Path | None = None) -> Experiment:
     strategy = STRATEGIES.get(cfg.strategy.name).factory(cfg.strategy.options)
     population = Population(cfg.population, cfg.experiment.seed, base_dir)
     return Experiment(cfg, dataset, model, strategy, population, base_dir)
-
-
-def default_out_dir(cfg: Config, root: Path = Path("results")) -> Path:
-    """``results/<experiment>/<timestamp>-<config hash>``, unique."""
-    digest = hashlib.sha1(
-        json.dumps(cfg.to_dict(), sort_keys=True, default=str).encode()
-    ).hexdigest()[:6]
-    stem = f"{time.strftime('%Y%m%d-%H%M%S')}-{digest}"
-    path = root / cfg.experiment.name / stem
-    i = 1
-    while path.exists():
-        path = root / cfg.experiment.name / f"{stem}-{i}"
-        i += 1
-    return path
 
 
 def train_spec(cfg: Config, strategy: Strategy) -> TrainSpec:
@@ -265,13 +260,11 @@ def run(
     else:
         cfg = config_mod.with_overrides(config, list(overrides)) if overrides else config
     out = Path(out_dir) if out_dir is not None else None
-    if out is not None and (out / CONFIG_FILE).exists():
-        if not resume:
-            raise ConfigError(
-                f"{out}: already holds a run; continue it with fedsim run --resume {out}, "
-                "or choose another output folder"
-            )
-        return _continue(out, cfg, base_dir, progress, on_round)
+    if out is not None:
+        # Checked before anything is built; checked again under the folder's lock.
+        if resume and rundir.folder_state(out) is rundir.FolderState.RUN:
+            return _continue(out, cfg, base_dir, progress, on_round, overrides)
+        rundir.check_out_dir(out)
     exp = prepare(cfg, base_dir)
     return _execute(exp, out, None, progress, on_round)
 
@@ -294,7 +287,7 @@ def resume(
         what = "no such folder" if not run_dir.is_dir() else f"not a run folder (no {CONFIG_FILE})"
         raise ConfigError(f"{run_dir}: {what}")
     cfg = config_mod.load(run_dir / CONFIG_FILE, list(overrides))
-    return _continue(run_dir, cfg, None, progress, on_round)
+    return _continue(run_dir, cfg, None, progress, on_round, overrides)
 
 
 def _continue(
@@ -303,14 +296,46 @@ def _continue(
     base_dir: Path | None,
     progress: bool,
     on_round: Callable[[dict[str, Any]], None] | None,
+    overrides: list[str] | tuple[str, ...] = (),
 ) -> RunResult:
     ckpt = checkpoint.load(run_dir)
     if ckpt is None:
         raise ConfigError(f"{run_dir}: has no checkpoint to resume from")
+    checkpoint.check_run_state(ckpt)
     checkpoint.check_resumable(ckpt, cfg)
+    # An injected worker kill tests one start of a run; on resume it fires only if asked again,
+    # so that the hint printed after too many restarts (resume) works as printed.
+    if not any(o.strip().startswith("faults.kill_worker") for o in overrides):
+        cfg = config_mod.replace_section(cfg, "faults", kill_worker_at_round=0)
+    finished = ckpt.state.get("finished")
+    if finished and (cfg.server.rounds == ckpt.round or finished != "rounds"):
+        return _finished(run_dir, cfg, ckpt)
     if base_dir is None and ckpt.state.get("base_dir"):
         base_dir = Path(ckpt.state["base_dir"])
     return _execute(prepare(cfg, base_dir), run_dir, ckpt, progress, on_round)
+
+
+def _finished(run_dir: Path, cfg: Config, ckpt: checkpoint.Checkpoint) -> RunResult:
+    """The result of a run that already finished, read from its folder; nothing is written."""
+    import json
+
+    lock = rundir.RunLock(run_dir)  # a run still writing there is not read half-way
+    try:
+        summary = json.loads((run_dir / SUMMARY_FILE).read_text())
+        rounds = pd.read_csv(run_dir / rundir.ROUNDS_FILE)
+        clients_file = run_dir / rundir.CLIENTS_FILE
+        clients = pd.read_csv(clients_file) if clients_file.exists() else None
+    except (OSError, ValueError, pd.errors.ParserError) as err:
+        raise ConfigError(f"{run_dir}: finished run with unreadable records ({err})") from None
+    finally:
+        lock.close()
+    if len(rounds) != ckpt.round or not isinstance(summary, dict):
+        raise ConfigError(
+            f"{run_dir}: finished run whose records do not match its checkpoint "
+            f"({len(rounds)} rows in {rundir.ROUNDS_FILE}, checkpoint of round {ckpt.round})"
+        )
+    w = np.asarray(ckpt.state["server"]["w"])
+    return RunResult(cfg, rounds, clients, summary, w, run_dir, unchanged=True)
 
 
 def _execute(
@@ -329,30 +354,35 @@ def _execute(
         history["resumed_from_rounds"] = [*history["resumed_from_rounds"], ckpt.round]
     # Ray is started (or reached) before anything is written, so a bad address leaves no folder.
     session = _Session(exp)
-    bar = lock = None
+    bar = held = None
     try:
         if out is not None:
-            lock = checkpoint.RunLock(out)
+            held = rundir.claim(out, resume=ckpt is not None)
         if ckpt is None:
             recorder = Recorder(out)
             if out is not None:
-                _start_run_dir(exp, out)
+                _write_partition(exp, out)
         else:
             assert out is not None
+            ckpt = _same_checkpoint(out, ckpt)
             session.load_state_dict(ckpt.state["server"])
-            recorder = Recorder.reopen(out, ckpt.state["records"])
-            write_text(out / CONFIG_FILE, config_mod.dumps_toml(cfg.to_dict()))
-            if not (out / "partition.csv").exists():
+            recorder = Recorder.reopen(
+                out, ckpt.state["records"], digests=ckpt.state.get("records_sha256", {})
+            )
+            rundir.write_text(out / CONFIG_FILE, config_mod.dumps_toml(cfg.to_dict()))
+            if not (out / PARTITION_FILE).exists():
                 _write_partition(exp, out)
 
-        def save() -> None:
+        def save(finished: str | None = None) -> None:
             if out is None:
                 return
             recorder.sync()
             state = {
                 "round": done,
+                "finished": finished,
                 "server": session.state_dict(),
                 "records": dict(recorder.offsets),
+                "records_sha256": recorder.digests(),
                 "config": cfg.to_dict(),
                 "base_dir": str(exp.base_dir) if exp.base_dir is not None else None,
                 "history": {
@@ -368,7 +398,7 @@ def _execute(
             save()
             # config.toml last: a folder holding it always holds a checkpoint as well.
             if out is not None:
-                write_text(out / CONFIG_FILE, config_mod.dumps_toml(cfg.to_dict()))
+                rundir.write_text(out / CONFIG_FILE, config_mod.dumps_toml(cfg.to_dict()))
         saved = done
         stop_reason = "rounds"
         budget = round_accountant(
@@ -406,16 +436,16 @@ def _execute(
                 if reached:
                     stop_reason = "target_accuracy"
                     break
-        if saved < done:
-            save()
+        # The last checkpoint says the run finished, so resuming it changes nothing.
+        save(stop_reason)
         w = session.model()
         nodes = session.nodes()
         restarts = history["restarts"] + session.worker_restarts()
     finally:
         if bar is not None:
             bar.close()
-        if lock is not None:
-            lock.close()
+        if held is not None:
+            held.release()
         session.close()
     rounds = recorder.rounds_frame()
     wall = history["wall_time_s"] + time.perf_counter() - t0
@@ -432,16 +462,18 @@ def _execute(
     if cfg.privacy.secure_aggregation:
         summary["aborted_rounds"] = int(rounds["aborted"].sum()) if len(rounds) else 0
     if out is not None:
-        write_json(out / "summary.json", summary)
+        rundir.write_json(out / SUMMARY_FILE, summary)
     return RunResult(cfg, rounds, recorder.clients_frame(), summary, w, out)
 
 
-def _start_run_dir(exp: Experiment, out: Path) -> None:
-    out.mkdir(parents=True, exist_ok=True)
-    # Leftovers of a start killed before config.toml was written are not part of this run.
-    for name in ("rounds.csv", "clients.csv"):
-        (out / name).unlink(missing_ok=True)
-    _write_partition(exp, out)
+def _same_checkpoint(out: Path, ckpt: checkpoint.Checkpoint) -> checkpoint.Checkpoint:
+    """The checkpoint read again under the folder's lock: it must be the one checked before."""
+    now = checkpoint.load(out)
+    if now is None or now.round != ckpt.round:
+        raise ConfigError(
+            f"{checkpoint.state_path(out)}: changed while this run was starting; run again"
+        )
+    return now
 
 
 class _StopSignals:
@@ -490,9 +522,7 @@ def _write_partition(exp: Experiment, out: Path) -> None:
     frame = pd.DataFrame({"client_id": ids, "num_samples": ds.client_sizes()})
     for label in range(ds.num_classes):
         frame[f"label_{label}"] = counts[:, label]
-    tmp = out / ".partition.csv.tmp"
-    frame.to_csv(tmp, index=False)
-    os.replace(tmp, out / "partition.csv")
+    rundir.write_text(out / PARTITION_FILE, frame.to_csv(index=False, lineterminator="\n"))
 
 
 def _summary(exp: Experiment, rounds: pd.DataFrame, wall: float, workers: int) -> dict[str, Any]:

@@ -18,7 +18,7 @@ import pytest
 from helpers import SMALL, small_config, write
 
 import fedsim
-from fedsim import checkpoint, cli
+from fedsim import checkpoint, cli, rundir
 from fedsim.metrics import ROUND_COLUMNS
 from fedsim.options import ConfigError
 from fedsim.rng import Purpose, uniform
@@ -248,7 +248,7 @@ def test_a_second_process_on_the_same_run_is_refused(tmp_path, capsys):
     out = tmp_path / "run"
     fedsim.run(small_config("server.rounds=4", "runtime.checkpoint_every=3"), out_dir=out)
     before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
-    held = checkpoint.RunLock(out)  # as if another process were running it
+    held = rundir.RunLock(out)  # as if another process were running it
     try:
         assert cli.main(["run", "--resume", str(out), "-q"]) == 2
     finally:
