@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from fedsim import checkpoint, rundir
+from fedsim import checkpoint, memory, rundir
 from fedsim import config as config_mod
 from fedsim.config import Config
 from fedsim.data import FederatedDataset, build_dataset
@@ -92,9 +92,21 @@ def prepare(cfg: Config, base_dir: Path | None = None) -> Experiment:
     model = MODELS.get(cfg.model.name).factory(
         cfg.model.options, dataset.input_shape, dataset.num_classes
     )
+    _check_model_memory(cfg, model)
     strategy = STRATEGIES.get(cfg.strategy.name).factory(cfg.strategy.options)
     population = Population(cfg.population, cfg.experiment.seed, base_dir)
     return Experiment(cfg, dataset, model, strategy, population, base_dir)
+
+
+def _check_model_memory(cfg: Config, model: Model) -> None:
+    """Refuse a model whose training step cannot fit in memory, before its first array."""
+    cohort = math.ceil(cfg.server.clients_per_round * cfg.server.over_selection)
+    stacked = max(1, math.ceil(cohort / cfg.runtime.chunks))
+    memory.require(
+        "model",
+        memory.model_bytes(model.num_parameters, stacked),
+        f"{cfg.model.name!r} with {model.num_parameters} parameters ({stacked} clients a chunk)",
+    )
 
 
 def train_spec(cfg: Config, strategy: Strategy) -> TrainSpec:
@@ -306,7 +318,7 @@ def _continue(
     # An injected worker kill tests one start of a run; on resume it fires only if asked again,
     # so that the hint printed after too many restarts (resume) works as printed.
     if not any(o.strip().startswith("faults.kill_worker") for o in overrides):
-        cfg = config_mod.replace_section(cfg, "faults", kill_worker_at_round=0)
+        cfg = config_mod.replace_section(cfg, "faults", kill_worker_at_round=0, kill_worker_times=1)
     finished = ckpt.state.get("finished")
     if finished and (cfg.server.rounds == ckpt.round or finished != "rounds"):
         return _finished(run_dir, cfg, ckpt)

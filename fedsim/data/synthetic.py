@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from fedsim import memory
 from fedsim.data.base import FederatedDataset
 from fedsim.options import check, in_range, non_negative, positive
 from fedsim.registry import DATASETS
@@ -61,6 +62,14 @@ class SyntheticDataset(FederatedDataset):
         if options.max_samples:
             total = np.minimum(total, options.max_samples)
         self._total = total.astype(np.int32)
+        largest = int(self._total.max()) if num_clients else 0
+        d, c = options.num_features, options.num_classes
+        # A client's samples are drawn as float64 (n, d) and projected through a (d, c) model.
+        memory.require(
+            "data.num_features",
+            8 * (2 * largest * d + d * c + largest * c),
+            f"the largest client's data ({largest} samples x {d} features, {c} classes)",
+        )
         self._test: tuple[np.ndarray, np.ndarray] | None = None
 
     def _train_count(self, total: np.ndarray | int) -> np.ndarray | int:
