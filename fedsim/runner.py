@@ -7,6 +7,7 @@ import logging
 import math
 import os
 import signal
+import socket
 import sys
 import threading
 import time
@@ -151,6 +152,7 @@ def ensure_ray(address: str = "") -> None:
         "log_to_driver": True,
     }
     if address:
+        _probe(address)
         try:
             ray.init(address=address, **kwargs)
         except ConnectionError as err:
@@ -165,6 +167,40 @@ def ensure_ray(address: str = "") -> None:
             _system_config={"worker_niceness": 0},
             **kwargs,
         )
+
+
+#: Seconds to wait for a cluster address to accept a connection before giving up.
+CONNECT_TIMEOUT_S = 20.0
+
+
+#: An HTTP/2 client preface and an empty SETTINGS frame: a gRPC server (Ray's GCS and its
+#: client server both are) answers with a SETTINGS frame of its own.
+_HTTP2_HELLO = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes([0, 0, 0, 4, 0, 0, 0, 0, 0])
+
+
+def _probe(address: str, timeout: float = CONNECT_TIMEOUT_S) -> None:
+    """ConfigError naming ``address`` unless a gRPC server answers there within ``timeout``.
+
+    Ray itself keeps retrying an address that does not answer for minutes; a run should say
+    soon that the cluster is not there. 'auto' is resolved by Ray and not probed.
+    """
+    if address == "auto":
+        return
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    why = ""
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout) as conn:
+            conn.settimeout(timeout)
+            conn.sendall(_HTTP2_HELLO)
+            head = conn.recv(9)
+            if len(head) < 4 or head[3] != 4:
+                why = "it answers, but not as a Ray cluster (no gRPC server)"
+    except TimeoutError:
+        why = f"no answer within {timeout:g} s"
+    except OSError as err:
+        why = err.strerror or str(err)
+    if why:
+        raise ConfigError(f"runtime.address: cannot reach {address!r} ({why})")
 
 
 class _Session:
