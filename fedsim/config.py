@@ -58,7 +58,7 @@ class Dist:
     @classmethod
     def from_value(cls, value: Any, key: str) -> Dist:
         if isinstance(value, int | float) and not isinstance(value, bool):
-            return cls("constant", value=float(value))
+            return cls._checked(cls("constant", value=float(value)), key)
         if not isinstance(value, dict):
             raise ConfigError(f"{key}: must be a number or a table with 'dist', got {value!r}")
         kind = value.get("dist")
@@ -79,14 +79,20 @@ class Dist:
         missing = sorted(allowed - set(value))
         if missing:
             raise ConfigError(f"{key}.{missing[0]}: required for dist = {kind!r}")
-        d = build(cls, value, key)
+        return cls._checked(build(cls, value, key), key)
+
+    @staticmethod
+    def _checked(d: Dist, key: str) -> Dist:
+        """``d`` if its numbers are finite and fit float32 (how they are stored), else error."""
+        kind = d.dist
         for name in ("value", "low", "high", "median", "sigma", "values"):
+            where = key if kind == "constant" else f"{key}.{name}"
             for v in d.values if name == "values" else (getattr(d, name),):
                 if not math.isfinite(v):
-                    raise ConfigError(f"{key}.{name}: must be finite, got {v!r}")
+                    raise ConfigError(f"{where}: must be finite, got {v!r}")
                 if abs(v) > F32_MAX:
                     raise ConfigError(
-                        f"{key}.{name}: must be at most {F32_MAX:.4g} in size (stored as "
+                        f"{where}: must be at most {F32_MAX:.4g} in size (stored as "
                         f"float32), got {v!r}"
                     )
         if kind == "uniform" and d.low > d.high:

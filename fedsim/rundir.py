@@ -58,7 +58,7 @@ class FolderState(enum.Enum):
 
     MISSING = "missing"  # nothing at that path: a run may start there
     EMPTY = "empty"  # an empty folder: a run may start there
-    STARTED = "started"  # fedsim's files without config.toml: a start that died before it
+    STARTED = "started"  # fedsim's lock and files, no config.toml: a start that died early
     RUN = "run"  # config.toml: holds a run, which only --resume may continue
     FOREIGN = "foreign"  # holds files fedsim did not write: never written into
     NOT_A_FOLDER = "not a folder"  # a file (or a path through one)
@@ -79,6 +79,10 @@ def folder_state(path: Path) -> FolderState:
     if not names:
         return FolderState.EMPTY
     if any(not (n in RUN_ENTRIES or _is_temporary(n)) for n in names):
+        return FolderState.FOREIGN
+    # A claim takes the lock before writing anything else: files with fedsim's names but no
+    # lock beside them are the user's own (a summary.json of theirs is never overwritten).
+    if not (path / CHECKPOINT_DIR / LOCK_FILE).is_file():
         return FolderState.FOREIGN
     return FolderState.RUN if (path / CONFIG_FILE).is_file() else FolderState.STARTED
 

@@ -31,6 +31,9 @@ REPO = Path(__file__).resolve().parents[1]
 # A run of a few seconds, slow enough to be killed mid-way, checkpointing every 4 rounds so
 # that most kills land between checkpoints and the rows after the last one must be redone.
 LONG = ("server.rounds=40", "runtime.checkpoint_every=4")
+# Longest wait for a child `fedsim run` (seconds): generous for two loaded cores, finite so
+# that a hung child fails its test instead of hanging the suite.
+DEADLINE_S = 240.0
 
 
 def _records(path: Path) -> list[list[str]]:
@@ -77,10 +80,26 @@ def _fedsim(*args: str) -> subprocess.Popen:
 
 
 def _wait_for_rows(proc: subprocess.Popen, rounds_csv: Path, rows: int) -> None:
+    deadline = time.monotonic() + DEADLINE_S
     while _data_rows(rounds_csv) < rows:
         if proc.poll() is not None:
-            raise AssertionError(f"run ended before round {rows}: {proc.communicate()[1]}")
+            raise AssertionError(f"run ended before round {rows}: {_finish(proc)[1]}")
+        if time.monotonic() > deadline:
+            os.kill(proc.pid, signal.SIGKILL)
+            _finish(proc)
+            raise AssertionError(f"no round {rows} within {DEADLINE_S:g} s")
         time.sleep(0.005)
+
+
+def _finish(proc: subprocess.Popen) -> tuple[str, str]:
+    """Wait (at most DEADLINE_S) for a child to end; then end what its session left."""
+    try:
+        out, err = proc.communicate(timeout=DEADLINE_S)
+    except subprocess.TimeoutExpired:
+        os.kill(proc.pid, signal.SIGKILL)
+        out, err = proc.communicate()
+    _end_session(proc.pid)
+    return out, err
 
 
 def _end_session(sid: int) -> None:
@@ -105,8 +124,7 @@ def _kill_at(proc: subprocess.Popen, rounds_csv: Path, rows: int) -> None:
     _wait_for_rows(proc, rounds_csv, rows)
     assert proc.poll() is None, "the run must still be going when it is killed"
     os.kill(proc.pid, signal.SIGKILL)
-    proc.communicate()
-    _end_session(proc.pid)
+    _finish(proc)
     assert proc.returncode == -signal.SIGKILL
 
 
@@ -309,8 +327,7 @@ def test_ctrl_c_stops_after_the_round_with_a_checkpoint_and_says_how_to_resume(t
     proc = _fedsim(str(path), "--out", str(out), *[a for o in LONG for a in ("--set", o)])
     _wait_for_rows(proc, out / "rounds.csv", 3)
     proc.send_signal(sig)
-    _, stderr = proc.communicate()
-    _end_session(proc.pid)
+    _, stderr = _finish(proc)
     assert proc.returncode == 130
     assert f"checkpoint written; resume with: fedsim run --resume {out}" in stderr
     assert "Traceback" not in stderr

@@ -267,6 +267,8 @@ class Server:
         if accepted.any() or not reporting.any():
             return
         bound = self.cfg.server.max_update_norm
+        if math.isfinite(bound) and np.isfinite(client_loss[reporting]).any():
+            return  # rejected by the norm bound, not diverged: the round fails, counted as such
         why = "non-finite" if math.isinf(bound) else f"non-finite or of norm above {bound:g}"
         n = plan.num_samples[reporting].astype(np.float64)
         with np.errstate(invalid="ignore", over="ignore"):
