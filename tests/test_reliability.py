@@ -401,8 +401,10 @@ def test_a_worker_that_keeps_dying_ends_the_run_with_records_and_checkpoint(
     assert "Traceback" not in err
     assert _data_rows(out / "rounds.csv") == 2
     assert checkpoint.load(out).round == 2
-    # With the fault gone (an allowed change), the run completes as if nothing happened.
-    done = resume(out, overrides=["faults.kill_worker_at_round=0"])
+    # The hint, followed as printed: the injected kill does not fire again on resume.
+    assert cli.main(["run", "--resume", str(out), "-q"]) == 0
+    assert "Traceback" not in capsys.readouterr().err
+    done = resume(out)
     assert done.rounds["round"].tolist() == [1, 2, 3, 4, 5]
     local = fedsim.run(small_config("server.rounds=5"))
     np.testing.assert_array_equal(done.model, local.model)
