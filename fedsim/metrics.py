@@ -39,6 +39,7 @@ ROUND_COLUMNS = [
     "client_acc_mean",
     "failed",
     "aborted",
+    "abort_reason",
     "epsilon",
     "clip_norm",
     "server_s",
