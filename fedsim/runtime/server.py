@@ -106,7 +106,7 @@ class Server:
         duration_s = plan.duration_s + (costs.extra_s if costs is not None else 0.0)
         bytes_up = plan.bytes_up + (int(costs.up.sum()) if costs is not None else 0)
         bytes_down = plan.bytes_down + (int(costs.down.sum()) if costs is not None else 0)
-        aborted = False
+        aborted, abort_reason = False, ""
         unclipped = 0
         reporting = int(np.count_nonzero(mask))
         failed = reporting < srv.min_completed
@@ -142,7 +142,7 @@ class Server:
                     # DP-FedAvg (or secure aggregation's sum) replaces the strategy's average.
                     assert step is not None
                     agg = priv.aggregate(self.w, step, [res.weighted_sum for res in results], total)
-                    aborted = agg.aborted
+                    aborted, abort_reason = agg.aborted, agg.reason
                     w_next = self.w if agg.w is None else agg.w
                 # Checked before the model is replaced: it never holds a non-finite value.
                 if not math.isfinite(train_loss):
@@ -197,6 +197,7 @@ class Server:
             **fairness,
             "failed": failed,
             "aborted": aborted,
+            "abort_reason": abort_reason,
             "epsilon": epsilon,
             "clip_norm": clip_norm,
             "server_s": (t_train - t_start),
