@@ -31,6 +31,15 @@ from fedsim.registry import DATASETS, MODELS, PARTITIONERS, STRATEGIES, Registry
 from fedsim.rundir import check_name
 
 _DIST_KINDS = ("constant", "uniform", "lognormal", "tiers")
+#: Per-client attributes of the population, each a :class:`Dist`.
+PER_CLIENT_ATTRIBUTES = (
+    "speed",
+    "download_bandwidth",
+    "upload_bandwidth",
+    "dropout_rate",
+    "online_probability",
+    "on_fraction",
+)
 #: Per-client attributes are stored as float32: values must lie in its range.
 F32_MAX = 3.4028234663852886e38
 F32_TINY = 1.1754943508222875e-38  # smallest normal float32
@@ -216,14 +225,7 @@ class PopulationConfig:
                     f"{name}: used only with availability = {wants!r} "
                     f"(availability is {self.availability!r})"
                 )
-        for name in (
-            "speed",
-            "download_bandwidth",
-            "upload_bandwidth",
-            "dropout_rate",
-            "online_probability",
-            "on_fraction",
-        ):
+        for name in PER_CLIENT_ATTRIBUTES:
             d: Dist = getattr(self, name)
             if d.dist == "tiers":
                 if not self.tiers:
@@ -393,17 +395,7 @@ def _cross_check(cfg: Config) -> None:
     if err:
         raise ConfigError(f"privacy.{err}")
     pop = cfg.population
-    drawn = sum(
-        getattr(pop, name).dist != "constant"
-        for name in (
-            "speed",
-            "download_bandwidth",
-            "upload_bandwidth",
-            "dropout_rate",
-            "online_probability",
-            "on_fraction",
-        )
-    )
+    drawn = sum(getattr(pop, name).dist != "constant" for name in PER_CLIENT_ATTRIBUTES)
     memory.require(
         "population.num_clients",
         memory.population_bytes(n, drawn, bool(pop.tiers), pop.availability == "periodic"),

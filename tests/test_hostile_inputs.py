@@ -5,22 +5,18 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
-from helpers import SMALL, write
+from helpers import SMALL, finish, spawn_run, write
 
 import fedsim
 from fedsim import checkpoint, cli, rundir
 from fedsim.runner import prepare
 
-REPO = Path(__file__).resolve().parents[1]
 # A run of 3 rounds on the local backend: the base every bad value is set on.
 QUICK = ("server.rounds=3",)
 
@@ -245,41 +241,20 @@ def test_names_become_one_path_component_and_round_trip_through_the_saved_config
 # --- the run folder: claims and races ---------------------------------------------------------
 
 
-def _spawn(*args: str) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, "-m", "fedsim.cli", "run", *args, "-q"],
-        cwd=REPO,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
-
-
-def _finish(proc: subprocess.Popen, timeout: float = 240.0) -> tuple[str, str]:
-    try:
-        return proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.communicate()
-        raise AssertionError(f"a run did not end within {timeout:g} s") from None
-
-
 def test_two_racing_runs_on_one_folder_leave_exactly_one_runs_records(experiment, tmp_path):
     out = tmp_path / "race"
     rounds = 30
     sets = ["--set", f"server.rounds={rounds}", "--set", "runtime.checkpoint_every=5"]
     second_sets = [*sets, "--set", "experiment.seed=4"]  # a different run: its rows would differ
-    first = _spawn(str(experiment), "--out", str(out), *sets)
-    second = _spawn(str(experiment), "--out", str(out), *second_sets)
-    results = [(p.returncode, *_finish(p)) for p in (first, second)]
-    codes = sorted(p.returncode for p in (first, second))
-    assert codes == [0, 2], results
-    loser = next(r for p, r in zip((first, second), results, strict=True) if p.returncode == 2)
-    err = loser[2].strip().splitlines()
-    assert len(err) == 1 and "Traceback" not in loser[2]
-    assert "already holds a run" in err[0] or "another fedsim process is running" in err[0]
-    winner_seed = 3 if first.returncode == 0 else 4
+    first = spawn_run(str(experiment), "--out", str(out), *sets)
+    second = spawn_run(str(experiment), "--out", str(out), *second_sets)
+    errors = [finish(p)[1] for p in (first, second)]
+    codes = [p.returncode for p in (first, second)]
+    assert sorted(codes) == [0, 2], errors
+    err = errors[codes.index(2)]
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+    assert "already holds a run" in err or "another fedsim process is running" in err
+    winner_seed = 3 if codes[0] == 0 else 4
     rows = pd.read_csv(out / "rounds.csv")
     assert rows["round"].tolist() == list(range(1, rounds + 1))
     summary = json.loads((out / "summary.json").read_text())
