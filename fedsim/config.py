@@ -43,6 +43,8 @@ PER_CLIENT_ATTRIBUTES = (
 #: Per-client attributes are stored as float32: values must lie in its range.
 F32_MAX = 3.4028234663852886e38
 F32_TINY = 1.1754943508222875e-38  # smallest normal float32
+#: A client's tier is stored as uint8.
+MAX_TIERS = 256
 #: |z| of a float32 standard normal draw stays below this for any population size here.
 _Z_MAX = 8.0
 
@@ -211,6 +213,8 @@ class PopulationConfig:
     def validate(self) -> str | None:
         if not math.isfinite(sum(t.weight for t in self.tiers)):
             return "tiers: the sum of the weights must be finite"
+        if len(self.tiers) > MAX_TIERS:
+            return f"tiers: at most {MAX_TIERS} tiers, got {len(self.tiers)}"
         # Keys of an availability model that is not the chosen one would be ignored.
         default = PopulationConfig.__dataclass_fields__
         unused = {

@@ -221,6 +221,12 @@ class _Session:
 
         ensure_ray(cfg.runtime.address)
         cpus = int(ray.cluster_resources().get("CPU", 1))
+        if cfg.runtime.workers > cpus:
+            # Each worker holds one CPU: the ones beyond the cluster's would wait forever.
+            raise ConfigError(
+                f"runtime.workers: {cfg.runtime.workers} workers need as many CPUs; the Ray "
+                f"cluster has {cpus}"
+            )
         self.num_workers = cfg.runtime.workers or max(1, cpus)
         data_ref = ray.put(exp.dataset)
         actor = ray.remote(num_cpus=0)(ServerActor)
