@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from helpers import SMALL, finish, spawn_run, write
+from helpers import SMALL, finish, small_config, spawn_run, write
 
 import fedsim
 from fedsim import checkpoint, cli, rundir
@@ -61,6 +61,20 @@ BAD_VALUES = [
     ),
     ("model-too-big-for-memory", ["model.name='mlp'", "model.hidden=[200000, 200000]"], "model"),
     ("features-too-big-for-memory", ["data.num_features=1000000000"], "data.num_features"),
+    (
+        "cnn-kernel-above-the-image",
+        ["data.num_features=784", "model.name='cnn'", "model.kernel=29"],
+        "model.kernel",
+    ),
+    (
+        "more-tiers-than-uint8-holds",
+        [
+            "population.tiers=["
+            + ", ".join(f"{{name='t{i}', weight=1.0}}" for i in range(257))
+            + "]"
+        ],
+        "population.tiers",
+    ),
     ("over-selection-infinite", ["server.over_selection=inf"], "server.over_selection"),
     ("learning-rate-nan", ["training.learning_rate=nan"], "training.learning_rate"),
     ("deadline-nan", ["server.deadline_s=nan"], "server.deadline_s"),
@@ -176,7 +190,24 @@ def _bad_files(tmp_path: Path) -> list[tuple[str, list[str], str]]:
     (tmp_path / "latin1.toml").write_bytes('[experiment]\nname = "caf\xe9"\n'.encode("latin-1"))
     empty_folder = tmp_path / "empty"
     empty_folder.mkdir()
+    (tmp_path / "weights.csv").write_text(
+        "speed,download_bandwidth,upload_bandwidth,weight\n1,1,1,1e308\n2,2,2,1e308\n"
+    )
+    (tmp_path / "huge.csv").write_text(
+        "speed,download_bandwidth,upload_bandwidth,weight\n1e39,1,1,1\n"
+    )
+    csv_set = ["--set", "population.tiers=[]", "--set", "population.speed=100.0"]
     return [
+        (
+            "profiles-weights-sum-infinite",
+            ["run", str(exp), *csv_set, "--set", "population.profiles_csv='weights.csv'"],
+            "population.profiles_csv",
+        ),
+        (
+            "profiles-speed-overflows-float32",
+            ["run", str(exp), *csv_set, "--set", "population.profiles_csv='huge.csv'"],
+            "population.profiles_csv",
+        ),
         ("out-is-a-file", ["run", str(exp), "--out", str(a_file)], str(a_file)),
         ("out-under-a-file", ["run", str(exp), "--out", str(a_file / "run")], str(a_file / "run")),
         ("out-is-the-users-folder", ["run", str(exp), "--out", str(user)], str(user)),
@@ -193,6 +224,8 @@ def _bad_files(tmp_path: Path) -> list[tuple[str, list[str], str]]:
 
 
 _FILE_CASES = [
+    "profiles-weights-sum-infinite",
+    "profiles-speed-overflows-float32",
     "out-is-a-file",
     "out-under-a-file",
     "out-is-the-users-folder",
@@ -406,3 +439,11 @@ def test_updates_rejected_by_the_norm_bound_are_reported_as_rejected_not_diverge
     # No update was applied: the model is still the initial one.
     exp = prepare(result.config)
     np.testing.assert_array_equal(result.model, exp.model.init(result.config.experiment.seed))
+
+
+def test_more_ray_workers_than_cpus_is_refused_instead_of_waiting_forever(ray_session, tmp_path):
+    cpus = int(ray_session.cluster_resources()["CPU"])
+    cfg = small_config("runtime.backend='ray'", f"runtime.workers={cpus + 1}")
+    with pytest.raises(fedsim.ConfigError, match=f"runtime.workers: {cpus + 1} workers need"):
+        fedsim.run(cfg, out_dir=tmp_path / "run")
+    assert not (tmp_path / "run").exists()
