@@ -82,25 +82,7 @@ class Recorder:
         or replaced since the checkpoint are refused, naming the file.
         """
         rec = cls(out_dir, client_records)
-        for name in (ROUNDS_FILE, CLIENTS_FILE):
-            path, size = out_dir / name, int(offsets.get(name, 0))
-            have = path.stat().st_size if path.exists() else 0
-            if have < size:
-                raise ConfigError(
-                    f"{path}: holds {have} bytes, the checkpoint needs {size}; records damaged"
-                )
-            if size:
-                with path.open("rb") as f:
-                    remaining = size
-                    while remaining:
-                        chunk = f.read(min(remaining, 1 << 20))
-                        rec._hashes[name].update(chunk)
-                        remaining -= len(chunk)
-            if digests is not None and rec._hashes[name].hexdigest() != digests.get(name):
-                raise ConfigError(
-                    f"{path}: differs from what the checkpoint recorded (checksum mismatch); "
-                    "records edited or damaged"
-                )
+        rec._hashes = verify_records(out_dir, offsets, digests)
         # Validate before cutting anything, so a refused resume leaves the folder as it was.
         if offsets.get(ROUNDS_FILE, 0):
             with (out_dir / ROUNDS_FILE).open() as f:
@@ -163,3 +145,32 @@ class Recorder:
         if not self.client_frames:
             return None
         return pd.concat(self.client_frames, ignore_index=True)
+
+
+def verify_records(
+    out_dir: Path, offsets: dict[str, int], digests: dict[str, str] | None
+) -> dict[str, Any]:
+    """Hash the first ``offsets[name]`` bytes of each record file; ConfigError naming the file
+    if it is shorter or (with ``digests``) hashes differently. Returns the hash objects."""
+    hashes = {}
+    for name in (ROUNDS_FILE, CLIENTS_FILE):
+        path, size = out_dir / name, int(offsets.get(name, 0))
+        have = path.stat().st_size if path.exists() else 0
+        if have < size:
+            raise ConfigError(
+                f"{path}: holds {have} bytes, the checkpoint needs {size}; records damaged"
+            )
+        h = hashes[name] = hashlib.sha256()
+        if size:
+            with path.open("rb") as f:
+                remaining = size
+                while remaining:
+                    chunk = f.read(min(remaining, 1 << 20))
+                    h.update(chunk)
+                    remaining -= len(chunk)
+        if digests is not None and h.hexdigest() != digests.get(name):
+            raise ConfigError(
+                f"{path}: differs from what the checkpoint recorded (checksum mismatch); "
+                "records edited or damaged"
+            )
+    return hashes

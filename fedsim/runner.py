@@ -23,7 +23,7 @@ from fedsim import checkpoint, memory, rundir
 from fedsim import config as config_mod
 from fedsim.config import Config
 from fedsim.data import FederatedDataset, build_dataset
-from fedsim.metrics import Recorder
+from fedsim.metrics import Recorder, verify_records
 from fedsim.models.base import Model
 from fedsim.options import ConfigError
 from fedsim.population import Population
@@ -375,12 +375,14 @@ def _finished(run_dir: Path, cfg: Config, ckpt: checkpoint.Checkpoint) -> RunRes
 
     lock = rundir.RunLock(run_dir)  # a run still writing there is not read half-way
     try:
-        summary = json.loads((run_dir / SUMMARY_FILE).read_text())
-        rounds = pd.read_csv(run_dir / rundir.ROUNDS_FILE)
-        clients_file = run_dir / rundir.CLIENTS_FILE
-        clients = pd.read_csv(clients_file) if clients_file.exists() else None
-    except (OSError, ValueError, pd.errors.ParserError) as err:
-        raise ConfigError(f"{run_dir}: finished run with unreadable records ({err})") from None
+        verify_records(run_dir, ckpt.state["records"], ckpt.state.get("records_sha256", {}))
+        try:
+            summary = json.loads((run_dir / SUMMARY_FILE).read_text())
+            rounds = pd.read_csv(run_dir / rundir.ROUNDS_FILE)
+            clients_file = run_dir / rundir.CLIENTS_FILE
+            clients = pd.read_csv(clients_file) if clients_file.exists() else None
+        except (OSError, ValueError, pd.errors.ParserError) as err:
+            raise ConfigError(f"{run_dir}: finished run with unreadable records ({err})") from None
     finally:
         lock.close()
     if len(rounds) != ckpt.round or not isinstance(summary, dict):

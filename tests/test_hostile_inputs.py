@@ -425,6 +425,11 @@ def test_resuming_a_finished_run_changes_nothing_and_says_so(experiment, tmp_pat
     assert "had already finished (3 rounds); nothing changed" in capsys.readouterr().out
     assert _tree(out) == before
     assert {p: p.stat().st_mtime_ns for p in out.rglob("*")} == mtimes
+    # Its records are still checked against the checkpoint.
+    rounds = out / "rounds.csv"
+    rounds.write_text(rounds.read_text().replace("\n2,", "\n5,", 1))
+    line = _one_line_exit_2(["run", "--resume", str(out), "-q"], capsys, str(rounds))
+    assert "checksum mismatch" in line
 
 
 # --- faults and rejections ----------------------------------------------------------------
