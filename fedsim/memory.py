@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import os
+from typing import Any
 
 from fedsim.options import ConfigError
 
@@ -54,3 +55,15 @@ def model_bytes(num_parameters: int, stacked_clients: int) -> int:
     """Bytes of one training step: the float32 global model, ``stacked_clients`` float32
     copies being trained together, and float64 sums for aggregation."""
     return num_parameters * (4 + 4 * stacked_clients + 2 * 8)
+
+
+def check_model(cfg: Any, model: Any) -> None:
+    """Refuse a model (of a Config's run) whose training step cannot fit in memory, before its
+    first array: the global model, a chunk's stacked clients and the float64 sums."""
+    cohort = math.ceil(cfg.server.clients_per_round * cfg.server.over_selection)
+    stacked = max(1, math.ceil(cohort / cfg.runtime.chunks))
+    require(
+        "model",
+        model_bytes(model.num_parameters, stacked),
+        f"{cfg.model.name!r} with {model.num_parameters} parameters ({stacked} clients a chunk)",
+    )

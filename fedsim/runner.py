@@ -7,7 +7,6 @@ import logging
 import math
 import os
 import signal
-import socket
 import sys
 import threading
 import time
@@ -30,6 +29,7 @@ from fedsim.population import Population
 from fedsim.privacy.rounds import round_accountant
 from fedsim.registry import MODELS, STRATEGIES
 from fedsim.rundir import CONFIG_FILE, PARTITION_FILE, SUMMARY_FILE, default_out_dir
+from fedsim.runtime.address import probe_address
 from fedsim.runtime.errors import RunError, WorkerFailedError
 from fedsim.runtime.executors import LocalExecutor
 from fedsim.runtime.server import RoundResult, Server, ServerActor
@@ -93,21 +93,10 @@ def prepare(cfg: Config, base_dir: Path | None = None) -> Experiment:
     model = MODELS.get(cfg.model.name).factory(
         cfg.model.options, dataset.input_shape, dataset.num_classes
     )
-    _check_model_memory(cfg, model)
+    memory.check_model(cfg, model)
     strategy = STRATEGIES.get(cfg.strategy.name).factory(cfg.strategy.options)
     population = Population(cfg.population, cfg.experiment.seed, base_dir)
     return Experiment(cfg, dataset, model, strategy, population, base_dir)
-
-
-def _check_model_memory(cfg: Config, model: Model) -> None:
-    """Refuse a model whose training step cannot fit in memory, before its first array."""
-    cohort = math.ceil(cfg.server.clients_per_round * cfg.server.over_selection)
-    stacked = max(1, math.ceil(cohort / cfg.runtime.chunks))
-    memory.require(
-        "model",
-        memory.model_bytes(model.num_parameters, stacked),
-        f"{cfg.model.name!r} with {model.num_parameters} parameters ({stacked} clients a chunk)",
-    )
 
 
 def train_spec(cfg: Config, strategy: Strategy) -> TrainSpec:
@@ -152,7 +141,7 @@ def ensure_ray(address: str = "") -> None:
         "log_to_driver": True,
     }
     if address:
-        _probe(address)
+        probe_address(address)
         try:
             ray.init(address=address, **kwargs)
         except ConnectionError as err:
@@ -167,40 +156,6 @@ def ensure_ray(address: str = "") -> None:
             _system_config={"worker_niceness": 0},
             **kwargs,
         )
-
-
-#: Seconds to wait for a cluster address to accept a connection before giving up.
-CONNECT_TIMEOUT_S = 20.0
-
-
-#: An HTTP/2 client preface and an empty SETTINGS frame: a gRPC server (Ray's GCS and its
-#: client server both are) answers with a SETTINGS frame of its own.
-_HTTP2_HELLO = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes([0, 0, 0, 4, 0, 0, 0, 0, 0])
-
-
-def _probe(address: str, timeout: float = CONNECT_TIMEOUT_S) -> None:
-    """ConfigError naming ``address`` unless a gRPC server answers there within ``timeout``.
-
-    Ray itself keeps retrying an address that does not answer for minutes; a run should say
-    soon that the cluster is not there. 'auto' is resolved by Ray and not probed.
-    """
-    if address == "auto":
-        return
-    host, _, port = address.removeprefix("ray://").rpartition(":")
-    why = ""
-    try:
-        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout) as conn:
-            conn.settimeout(timeout)
-            conn.sendall(_HTTP2_HELLO)
-            head = conn.recv(9)
-            if len(head) < 4 or head[3] != 4:
-                why = "it answers, but not as a Ray cluster (no gRPC server)"
-    except TimeoutError:
-        why = f"no answer within {timeout:g} s"
-    except OSError as err:
-        why = err.strerror or str(err)
-    if why:
-        raise ConfigError(f"runtime.address: cannot reach {address!r} ({why})")
 
 
 class _Session:

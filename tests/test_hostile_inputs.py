@@ -452,3 +452,32 @@ def test_more_ray_workers_than_cpus_is_refused_instead_of_waiting_forever(ray_se
     with pytest.raises(fedsim.ConfigError, match=f"runtime.workers: {cpus + 1} workers need"):
         fedsim.run(cfg, out_dir=tmp_path / "run")
     assert not (tmp_path / "run").exists()
+
+
+def test_a_cluster_address_that_does_not_answer_as_ray_is_refused_in_bounded_time():
+    import socket
+    import threading
+
+    from fedsim.runtime.address import probe_address
+
+    with socket.socket() as silent, socket.socket() as chatty:
+        for s in (silent, chatty):
+            s.bind(("127.0.0.1", 0))
+            s.listen(4)
+
+        def answer_in_plain_text() -> None:
+            conn, _ = chatty.accept()
+            with conn:
+                conn.sendall(b"HTTP/1.1 400 Bad Request\r\n\r\n")
+
+        threading.Thread(target=answer_in_plain_text, daemon=True).start()
+        silent_at = f"127.0.0.1:{silent.getsockname()[1]}"
+        t0 = time.monotonic()
+        with pytest.raises(fedsim.ConfigError, match=f"cannot reach '{silent_at}' .no answer"):
+            probe_address(silent_at, timeout=0.5)
+        assert time.monotonic() - t0 < 5
+        chatty_at = f"ray://127.0.0.1:{chatty.getsockname()[1]}"
+        with pytest.raises(fedsim.ConfigError, match="answers, but not as a Ray cluster"):
+            probe_address(chatty_at, timeout=5)
+    with pytest.raises(fedsim.ConfigError, match="runtime.address: cannot reach '127.0.0.1:1'"):
+        probe_address("127.0.0.1:1", timeout=5)  # nothing listens: refused at once
