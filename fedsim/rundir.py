@@ -128,7 +128,10 @@ def check_out_dir(path: Path, *, resume: bool = False) -> FolderState:
     makes it again once it holds the lock.
     """
     path = Path(path)
-    state = folder_state(path)
+    try:
+        state = folder_state(path)
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot be read ({err.strerror})") from None
     if state is FolderState.NOT_A_FOLDER:
         raise ConfigError(f"{path}: is a file (or under one), not a folder for the run")
     if state is FolderState.FOREIGN:
