@@ -1,7 +1,9 @@
 """Checkpoints of a run folder: written atomically, read without executing code.
 
 A checkpoint is ``checkpoint/state.json`` (JSON) naming ``checkpoint/model-<round>.npz`` (numpy
-arrays, read with ``allow_pickle=False``) and its SHA-256. Writing one:
+arrays, read with ``allow_pickle=False``) and its SHA-256. ``state.json`` carries the SHA-256 of
+its own content (``state_sha256``, over the canonical JSON of everything else in it), so an
+edited round number, record offset or config is refused rather than trusted. Writing one:
 
 1. the arrays go to a temporary file, which is flushed to disk and renamed to
    ``model-<round>.npz`` (a name no earlier checkpoint uses);
@@ -22,7 +24,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,6 +32,15 @@ from typing import Any
 import numpy as np
 
 from fedsim.options import ConfigError
+from fedsim.rundir import (
+    CHECKPOINT_DIR,
+    LOCK_FILE,
+    STATE_FILE,
+    flatten_config,
+    fsync_dir,
+    json_default,
+    write_bytes,
+)
 
 #: Config keys a resumed run may change: they do not alter any result.
 RESUMABLE_KEYS = frozenset(
@@ -46,10 +57,9 @@ RESUMABLE_KEYS = frozenset(
     }
 )
 
-CHECKPOINT_DIR = "checkpoint"
-STATE_FILE = "state.json"
-LOCK_FILE = "lock"
-FORMAT = 1
+FORMAT = 2
+#: Keys every checkpoint's state holds, with their JSON types.
+_REQUIRED = {"round": int, "server": dict, "records": dict, "config": dict, "history": dict}
 
 
 @dataclass
@@ -75,16 +85,17 @@ def save(run_dir: Path, state: dict[str, Any]) -> Path:
     np.savez(buf, **arrays)
     blob = buf.getvalue()
     model_name = f"model-{int(state['round']):06d}.npz"
-    _write_durably(folder / model_name, blob)
+    write_bytes(folder / model_name, blob, durable=True)
     tree = {
         **tree,
         "format": FORMAT,
         "model_file": model_name,
         "model_sha256": hashlib.sha256(blob).hexdigest(),
     }
-    text = json.dumps(tree, indent=1, default=_json_default) + "\n"
-    _write_durably(folder / STATE_FILE, text.encode())
-    _fsync_dir(folder)
+    tree["state_sha256"] = _state_digest(tree)
+    text = json.dumps(tree, indent=1, default=json_default) + "\n"
+    write_bytes(folder / STATE_FILE, text.encode(), durable=True)
+    fsync_dir(folder)
     for stale in folder.iterdir():
         if stale.name not in (model_name, STATE_FILE, LOCK_FILE):
             stale.unlink(missing_ok=True)
@@ -101,45 +112,50 @@ def load(run_dir: Path) -> Checkpoint | None:
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
         raise ConfigError(f"{path}: damaged checkpoint ({err})") from None
     if not isinstance(tree, dict) or tree.get("format") != FORMAT:
-        raise ConfigError(f"{path}: not a fedsim checkpoint of format {FORMAT}")
-    model = path.parent / str(tree.get("model_file", ""))
+        found = tree.get("format") if isinstance(tree, dict) else None
+        raise ConfigError(
+            f"{path}: not a fedsim checkpoint of format {FORMAT} (found {found!r}); "
+            "it cannot be resumed by this version"
+        )
+    if tree.pop("state_sha256", None) != _state_digest(tree):
+        raise ConfigError(f"{path}: damaged or edited checkpoint (checksum mismatch)")
+    name = tree.get("model_file")
+    if not isinstance(name, str) or Path(name).name != name or not name:
+        raise ConfigError(f"{path}: damaged checkpoint (bad model_file {name!r})")
+    model = path.parent / name
     try:
         blob = model.read_bytes()
     except OSError as err:
         raise ConfigError(f"{model}: cannot read checkpoint model ({err.strerror})") from None
     if hashlib.sha256(blob).hexdigest() != tree.get("model_sha256"):
         raise ConfigError(f"{model}: damaged checkpoint (checksum mismatch)")
-    with np.load(io.BytesIO(blob), allow_pickle=False) as npz:
-        arrays = {k: npz[k] for k in npz.files}
-    state = _join(tree, arrays)
+    try:
+        with np.load(io.BytesIO(blob), allow_pickle=False) as npz:
+            arrays = {k: npz[k] for k in npz.files}
+        state = _join(tree, arrays)
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as err:
+        raise ConfigError(f"{model}: damaged checkpoint ({err})") from None
     for key in ("format", "model_file", "model_sha256"):
         state.pop(key)
-    return Checkpoint(int(state["round"]), state, path)
+    if not isinstance(state.get("round"), int) or isinstance(state["round"], bool):
+        raise ConfigError(f"{path}: damaged checkpoint ('round' missing or not an integer)")
+    return Checkpoint(state["round"], state, path)
 
 
-class RunLock:
-    """One process at a time per run folder: an advisory lock the OS drops when it dies.
+def check_run_state(ckpt: Checkpoint) -> None:
+    """ConfigError unless ``ckpt`` holds what resuming a run reads (a run's checkpoint)."""
+    for key, kind in _REQUIRED.items():
+        value = ckpt.state.get(key)
+        if not isinstance(value, kind) or isinstance(value, bool):
+            raise ConfigError(
+                f"{ckpt.path}: not a run's checkpoint ({key!r} missing or not {kind.__name__})"
+            )
 
-    Two processes appending to the same records (a job restarted while the old one still
-    runs) would interleave them; the second one stops with a ConfigError instead.
-    """
 
-    def __init__(self, run_dir: Path) -> None:
-        folder = Path(run_dir) / CHECKPOINT_DIR
-        folder.mkdir(parents=True, exist_ok=True)
-        self._file = (folder / LOCK_FILE).open("a")
-        try:
-            import fcntl
-        except ImportError:  # not POSIX: no locking
-            return
-        try:
-            fcntl.flock(self._file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            self._file.close()
-            raise ConfigError(f"{run_dir}: another fedsim process is running this run") from None
-
-    def close(self) -> None:
-        self._file.close()
+def _state_digest(tree: dict[str, Any]) -> str:
+    """SHA-256 of the canonical JSON of a checkpoint's state (keys sorted, no spaces)."""
+    text = json.dumps(tree, sort_keys=True, separators=(",", ":"), default=json_default)
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def check_resumable(
@@ -149,9 +165,9 @@ def check_resumable(
 
     ``defaults_table`` (the default config's tables) stands in for keys the run's config lacks.
     """
-    before, now = _flatten(ckpt.state["config"]), _flatten(cfg.to_dict())
+    before, now = flatten_config(ckpt.state["config"]), flatten_config(cfg.to_dict())
     # A key added to fedsim after the run started had its default value in that run.
-    defaults = _flatten(defaults_table or {})
+    defaults = flatten_config(defaults_table or {})
     for key in sorted(before.keys() | now.keys()):
         if key in RESUMABLE_KEYS:
             continue
@@ -166,17 +182,6 @@ def check_resumable(
             f"server.rounds: must be >= {ckpt.round}, the round of the checkpoint, "
             f"got {cfg.server.rounds}"
         )
-
-
-def _flatten(table: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in table.items():
-        key = f"{prefix}.{k}" if prefix else k
-        if isinstance(v, dict):
-            out.update(_flatten(v, key))
-        else:
-            out[key] = v
-    return out
 
 
 def _split(value: Any, path: str, arrays: dict[str, np.ndarray]) -> Any:
@@ -203,32 +208,3 @@ def _join(value: Any, arrays: dict[str, np.ndarray]) -> Any:
     if isinstance(value, list):
         return [_join(v, arrays) for v in value]
     return value
-
-
-def _write_durably(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with tmp.open("wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def _fsync_dir(folder: Path) -> None:
-    # A rename is durable only once its folder is flushed (POSIX); not possible on Windows.
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _json_default(v: Any) -> Any:
-    if isinstance(v, np.generic):
-        return v.item()
-    if isinstance(v, Path):
-        return str(v)
-    raise TypeError(f"cannot write {type(v).__name__} to a checkpoint")

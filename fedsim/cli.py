@@ -55,6 +55,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
         print(f"fedsim: error: {err}; records so far are in {out}{hint}", file=sys.stderr)
         return 1
     s = result.summary
+    if result.unchanged:
+        print(f"{out}: the run had already finished ({s['rounds']} rounds); nothing changed")
+        return 0
     if s["resumed_from_rounds"]:
         print(f"resumed from round {s['resumed_from_rounds'][-1]}")
     score = f"final test accuracy {s['final_test_accuracy']:.4f}"

@@ -13,12 +13,14 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
+from fedsim import memory
 from fedsim.options import (
     ConfigError,
     at_least,
     build,
     check,
     each,
+    finite,
     in_range,
     non_negative,
     positive,
@@ -26,8 +28,25 @@ from fedsim.options import (
 )
 from fedsim.privacy.config import PrivacyOptions
 from fedsim.registry import AGGREGATORS, DATASETS, MODELS, PARTITIONERS, STRATEGIES, Registry
+from fedsim.rundir import check_name
 
 _DIST_KINDS = ("constant", "uniform", "lognormal", "tiers")
+#: Per-client attributes of the population, each a :class:`Dist`.
+PER_CLIENT_ATTRIBUTES = (
+    "speed",
+    "download_bandwidth",
+    "upload_bandwidth",
+    "dropout_rate",
+    "online_probability",
+    "on_fraction",
+)
+#: Per-client attributes are stored as float32: values must lie in its range.
+F32_MAX = 3.4028234663852886e38
+F32_TINY = 1.1754943508222875e-38  # smallest normal float32
+#: A client's tier is stored as uint8.
+MAX_TIERS = 256
+#: |z| of a float32 standard normal draw stays below this for any population size here.
+_Z_MAX = 8.0
 
 
 @dataclass(frozen=True)
@@ -50,7 +69,7 @@ class Dist:
     @classmethod
     def from_value(cls, value: Any, key: str) -> Dist:
         if isinstance(value, int | float) and not isinstance(value, bool):
-            return cls("constant", value=float(value))
+            return cls._checked(cls("constant", value=float(value)), key)
         if not isinstance(value, dict):
             raise ConfigError(f"{key}: must be a number or a table with 'dist', got {value!r}")
         kind = value.get("dist")
@@ -71,15 +90,31 @@ class Dist:
         missing = sorted(allowed - set(value))
         if missing:
             raise ConfigError(f"{key}.{missing[0]}: required for dist = {kind!r}")
-        d = build(cls, value, key)
-        for name in ("value", "low", "high", "median", "sigma"):
-            v = getattr(d, name)
-            if not math.isfinite(v):
-                raise ConfigError(f"{key}.{name}: must be finite, got {v!r}")
+        return cls._checked(build(cls, value, key), key)
+
+    @staticmethod
+    def _checked(d: Dist, key: str) -> Dist:
+        """``d`` if its numbers are finite and fit float32 (how they are stored), else error."""
+        kind = d.dist
+        for name in ("value", "low", "high", "median", "sigma", "values"):
+            where = key if kind == "constant" else f"{key}.{name}"
+            for v in d.values if name == "values" else (getattr(d, name),):
+                if not math.isfinite(v):
+                    raise ConfigError(f"{where}: must be finite, got {v!r}")
+                if abs(v) > F32_MAX:
+                    raise ConfigError(
+                        f"{where}: must be at most {F32_MAX:.4g} in size (stored as "
+                        f"float32), got {v!r}"
+                    )
         if kind == "uniform" and d.low > d.high:
             raise ConfigError(f"{key}.high: must be >= low ({d.low:g}), got {d.high:g}")
         if kind == "lognormal" and (d.median <= 0 or d.sigma < 0):
             raise ConfigError(f"{key}: lognormal needs median > 0 and sigma >= 0")
+        if kind == "lognormal" and math.log(d.median) + _Z_MAX * d.sigma > math.log(F32_MAX):
+            raise ConfigError(
+                f"{key}.sigma: median * exp({_Z_MAX:g} * sigma) overflows float32 (the values "
+                f"are stored as float32), got sigma = {d.sigma!r}"
+            )
         if kind == "tiers" and not d.values:
             raise ConfigError(f"{key}.values: must list one value per tier")
         return d
@@ -108,17 +143,22 @@ class Dist:
 def _dist_in(lo: float, hi: float, *, hi_open: bool = False, lo_open: bool = False) -> Any:
     """Check that every value a Dist can produce lies in the given interval."""
     inner = in_range(lo, hi, hi_open=hi_open, lo_open=lo_open)
+    # A value > 0 that rounds to 0 (or to a subnormal) in float32 would divide by zero.
+    floor = F32_TINY if lo_open and lo == 0 else -math.inf
 
     def _check(d: Dist) -> str | None:
         if d.dist == "lognormal":
-            bounded = hi < math.inf and d.sigma > 0
-            return (
-                "a lognormal is unbounded; use constant, uniform or tiers here" if bounded else None
-            )
+            if hi < math.inf and d.sigma > 0:
+                return "a lognormal is unbounded; use constant, uniform or tiers here"
+            if math.log(d.median) - _Z_MAX * d.sigma < math.log(F32_TINY) and floor > 0:
+                return f"a lognormal of sigma {d.sigma:g} reaches 0 in float32; use a smaller sigma"
+            return None
         for v in d.values if d.dist == "tiers" else d.bounds():
             err = inner(v)
             if err:
                 return err
+            if v < floor:
+                return f"must be >= {F32_TINY:.4g} (stored as float32, smaller is 0), got {v!r}"
         return None
 
     return _check
@@ -138,7 +178,8 @@ def _known_kind(v: str) -> str | None:
 
 @dataclass(frozen=True)
 class ExperimentConfig:
-    name: str = "experiment"
+    # One path component: the run's folder is results/<name>/<run-id>.
+    name: str = field(default="experiment", metadata=check(check_name))
     seed: int = field(default=0, metadata=check(non_negative))
     kind: str = field(default=HORIZONTAL, metadata=check(_known_kind))
 
@@ -177,20 +218,31 @@ class PopulationConfig:
     online_probability: Dist = field(
         default=Dist(value=1.0), metadata=check(_dist_in(0, 1, lo_open=True))
     )
-    period_s: float = field(default=86400.0, metadata=check(positive))
+    period_s: float = field(default=86400.0, metadata=check(at_least(1e-3), finite))
     on_fraction: Dist = field(default=Dist(value=1.0), metadata=check(_dist_in(0, 1, lo_open=True)))
-    compute_jitter: float = field(default=0.0, metadata=check(non_negative))
+    compute_jitter: float = field(default=0.0, metadata=check(non_negative, finite))
     profiles_csv: str = ""
 
     def validate(self) -> str | None:
-        for name in (
-            "speed",
-            "download_bandwidth",
-            "upload_bandwidth",
-            "dropout_rate",
-            "online_probability",
-            "on_fraction",
-        ):
+        if not math.isfinite(sum(t.weight for t in self.tiers)):
+            return "tiers: the sum of the weights must be finite"
+        if len(self.tiers) > MAX_TIERS:
+            return f"tiers: at most {MAX_TIERS} tiers, got {len(self.tiers)}"
+        # Keys of an availability model that is not the chosen one would be ignored.
+        default = PopulationConfig.__dataclass_fields__
+        unused = {
+            "online_probability": self.availability != "bernoulli",
+            "on_fraction": self.availability != "periodic",
+            "period_s": self.availability != "periodic",
+        }
+        for name, off in unused.items():
+            if off and getattr(self, name) != default[name].default:
+                wants = "bernoulli" if name == "online_probability" else "periodic"
+                return (
+                    f"{name}: used only with availability = {wants!r} "
+                    f"(availability is {self.availability!r})"
+                )
+        for name in PER_CLIENT_ATTRIBUTES:
             d: Dist = getattr(self, name)
             if d.dist == "tiers":
                 if not self.tiers:
@@ -219,7 +271,7 @@ class TrainingConfig:
 class ServerConfig:
     rounds: int = field(default=10, metadata=check(positive))
     clients_per_round: int = field(default=10, metadata=check(positive))
-    over_selection: float = field(default=1.0, metadata=check(at_least(1.0)))
+    over_selection: float = field(default=1.0, metadata=check(at_least(1.0), finite))
     deadline_s: float = field(default=math.inf, metadata=check(positive))
     straggler_policy: Literal["drop", "partial"] = "drop"
     straggler_fraction: float = field(default=0.0, metadata=check(in_range(0, 1, hi_open=True)))
@@ -395,6 +447,13 @@ def _cross_check(cfg: Config) -> None:
     err = cfg.privacy.check_against(n, k, cfg.server.over_selection)
     if err:
         raise ConfigError(f"privacy.{err}")
+    pop = cfg.population
+    drawn = sum(getattr(pop, name).dist != "constant" for name in PER_CLIENT_ATTRIBUTES)
+    memory.require(
+        "population.num_clients",
+        memory.population_bytes(n, drawn, bool(pop.tiers), pop.availability == "periodic"),
+        f"a population of {n} clients",
+    )
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
@@ -512,13 +571,28 @@ def _toml_value(v: Any) -> str:
             return "nan"
         return repr(v)
     if isinstance(v, str):
-        escaped = v.replace("\\", "\\\\").replace('"', '\\"')
-        return f'"{escaped}"'
+        return '"' + "".join(_TOML_ESCAPES.get(c) or _escape_control(c) for c in v) + '"'
     if isinstance(v, list | tuple):
         return "[" + ", ".join(_toml_value(i) for i in v) + "]"
     if isinstance(v, dict):
         return "{ " + ", ".join(f"{k} = {_toml_value(i)}" for k, i in v.items()) + " }"
     raise TypeError(f"cannot write {v!r} as TOML")
+
+
+_TOML_ESCAPES = {
+    "\\": "\\\\",
+    '"': '\\"',
+    "\b": "\\b",
+    "\t": "\\t",
+    "\n": "\\n",
+    "\f": "\\f",
+    "\r": "\\r",
+}
+
+
+def _escape_control(c: str) -> str:
+    """TOML basic strings hold any character but the control characters, which are escaped."""
+    return f"\\u{ord(c):04X}" if ord(c) < 32 or ord(c) == 127 else c
 
 
 def replace_section(cfg: Config, section: str, **changes: Any) -> Config:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import json
+import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 from fedsim.options import ConfigError
+from fedsim.rundir import CLIENTS_FILE, ROUNDS_FILE
 
 
 @dataclass(frozen=True)
@@ -53,6 +54,7 @@ ROUND_SCHEMA: tuple[Column, ...] = (
     Column("client_acc_mean", "mean per-client accuracy (each client counts once)"),
     Column("failed", "too few updates for server.min_completed: the model was kept"),
     Column("aborted", "secure aggregation could not unmask (too few survivors)"),
+    Column("abort_reason", "why secure aggregation aborted the round (empty otherwise)"),
     Column("epsilon", "DP epsilon spent after this round (privacy.enabled)"),
     Column("clip_norm", "DP clipping norm used this round"),
     Column("server_s", "wall time of selection and planning (s)"),
@@ -89,15 +91,12 @@ def schema_table(schema: tuple[Column, ...]) -> str:
 CLIENT_COLUMNS = [c.name for c in CLIENT_SCHEMA]
 
 
-ROUNDS_FILE = "rounds.csv"
-CLIENTS_FILE = "clients.csv"
-
-
 class Recorder:
     """Writes rounds.csv / clients.csv row by row (flushed each round) into ``out_dir``.
 
     ``offsets`` holds each file's size after the last complete round, so a checkpoint can
-    record where the records of its round end and a resumed run can cut off what follows.
+    record where the records of its round end and a resumed run can cut off what follows;
+    ``digests()`` the SHA-256 of those bytes, so a resumed run can tell they are the same.
     """
 
     def __init__(
@@ -113,23 +112,27 @@ class Recorder:
         self.rounds: list[dict[str, Any]] = []
         self.client_frames: list[pd.DataFrame] = []
         self.offsets: dict[str, int] = {ROUNDS_FILE: 0, CLIENTS_FILE: 0}
+        self._hashes = {ROUNDS_FILE: hashlib.sha256(), CLIENTS_FILE: hashlib.sha256()}
+
+    def digests(self) -> dict[str, str]:
+        """SHA-256 of each file's first ``offsets[name]`` bytes (what a checkpoint vouches for)."""
+        return {name: h.hexdigest() for name, h in self._hashes.items()}
 
     @classmethod
     def reopen(
-        cls, out_dir: Path, offsets: dict[str, int], client_records: bool = True
+        cls,
+        out_dir: Path,
+        offsets: dict[str, int],
+        client_records: bool = True,
+        digests: dict[str, str] | None = None,
     ) -> Recorder:
-        """Continue the records in ``out_dir``: cut each file to ``offsets``, then read it."""
+        """Continue the records in ``out_dir``: cut each file to ``offsets``, then read it.
+
+        With ``digests`` (from the checkpoint), the bytes kept must hash to them: records edited
+        or replaced since the checkpoint are refused, naming the file.
+        """
         rec = cls(out_dir, client_records)
-        for name in (ROUNDS_FILE, CLIENTS_FILE):
-            path, size = out_dir / name, int(offsets.get(name, 0))
-            if size == 0:
-                path.unlink(missing_ok=True)
-                continue
-            have = path.stat().st_size if path.exists() else 0
-            if have < size:
-                raise ConfigError(
-                    f"{path}: holds {have} bytes, the checkpoint needs {size}; records damaged"
-                )
+        rec._hashes = verify_records(out_dir, offsets, digests)
         # Validate before cutting anything, so a refused resume leaves the folder as it was.
         header: list[str] = ROUND_COLUMNS
         if offsets.get(ROUNDS_FILE, 0):
@@ -145,6 +148,8 @@ class Recorder:
             size = int(offsets.get(name, 0))
             if size:
                 os.truncate(out_dir / name, size)
+            else:
+                (out_dir / name).unlink(missing_ok=True)
             rec.offsets[name] = size
         if header != ROUND_COLUMNS:
             # Written by a version with fewer columns: rewrite it with today's (new ones empty).
@@ -154,6 +159,7 @@ class Recorder:
             old.reindex(columns=ROUND_COLUMNS).to_csv(tmp, index=False, float_format="%.10g")
             os.replace(tmp, path)
             rec.offsets[ROUNDS_FILE] = path.stat().st_size
+            rec._hashes[ROUNDS_FILE] = hashlib.sha256(path.read_bytes())
         if rec.offsets[ROUNDS_FILE]:
             frame = pd.read_csv(out_dir / ROUNDS_FILE)
             rec.rounds = frame.to_dict("records")
@@ -175,10 +181,13 @@ class Recorder:
             return
         path = self.out_dir / name
         new = not path.exists()
-        with path.open("a", newline="") as f:
-            frame.to_csv(f, header=new, index=False, float_format="%.10g")
+        text = frame.to_csv(header=new, index=False, float_format="%.10g", lineterminator="\n")
+        data = text.encode("utf-8")
+        with path.open("ab") as f:
+            f.write(data)
             f.flush()
             self.offsets[name] = os.fstat(f.fileno()).st_size
+        self._hashes[name].update(data)
 
     def sync(self) -> None:
         """Flush the records to disk, so a checkpoint never outlives the rows it counts."""
@@ -199,20 +208,30 @@ class Recorder:
         return pd.concat(self.client_frames, ignore_index=True)
 
 
-def write_json(path: Path, data: dict[str, Any]) -> None:
-    """Write JSON atomically: a temporary file, then rename."""
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=_json_default) + "\n")
-    os.replace(tmp, path)
-
-
-def write_text(path: Path, text: str) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
-def _json_default(v: Any) -> Any:
-    if isinstance(v, np.generic):
-        return v.item()
-    raise TypeError(f"cannot write {type(v).__name__} as JSON")
+def verify_records(
+    out_dir: Path, offsets: dict[str, int], digests: dict[str, str] | None
+) -> dict[str, Any]:
+    """Hash the first ``offsets[name]`` bytes of each record file; ConfigError naming the file
+    if it is shorter or (with ``digests``) hashes differently. Returns the hash objects."""
+    hashes = {}
+    for name in (ROUNDS_FILE, CLIENTS_FILE):
+        path, size = out_dir / name, int(offsets.get(name, 0))
+        have = path.stat().st_size if path.exists() else 0
+        if have < size:
+            raise ConfigError(
+                f"{path}: holds {have} bytes, the checkpoint needs {size}; records damaged"
+            )
+        h = hashes[name] = hashlib.sha256()
+        if size:
+            with path.open("rb") as f:
+                remaining = size
+                while remaining:
+                    chunk = f.read(min(remaining, 1 << 20))
+                    h.update(chunk)
+                    remaining -= len(chunk)
+        if digests is not None and h.hexdigest() != digests.get(name):
+            raise ConfigError(
+                f"{path}: differs from what the checkpoint recorded (checksum mismatch); "
+                "records edited or damaged"
+            )
+    return hashes

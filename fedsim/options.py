@@ -110,7 +110,8 @@ def coerce(hint: Any, value: Any, key: str) -> Any:
             return value
     elif hint is float:
         if isinstance(value, int | float) and not isinstance(value, bool):
-            return float(value)
+            # + 0.0 turns -0.0 into 0.0: numpy refuses a scale of -0.0 as negative.
+            return float(value) + 0.0
     elif hint is str:
         if isinstance(value, str):
             return value

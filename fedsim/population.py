@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from fedsim.config import Dist, PopulationConfig
+from fedsim.config import F32_MAX, F32_TINY, MAX_TIERS, Dist, PopulationConfig
 from fedsim.options import ConfigError
 from fedsim.rng import Purpose, generator, uniform
 
@@ -116,12 +116,18 @@ class Population:
             row_of_client[ids] = np.arange(n)
             if "tier" in df.columns:
                 names, codes = np.unique(df["tier"].astype(str).to_numpy(), return_inverse=True)
+                if len(names) > MAX_TIERS:
+                    raise ConfigError(f"{key}: {path}: at most {MAX_TIERS} tier names")
                 self.tier_names = tuple(names)
                 self.tier = codes[row_of_client].astype(np.uint8)
         else:
             w = values["weight"]
-            if np.any(w <= 0):
-                raise ConfigError(f"{key}: {path}: column 'weight' must be > 0")
+            with np.errstate(over="ignore"):
+                total = w.sum()
+            if np.any(w <= 0) or not np.isfinite(total):
+                raise ConfigError(f"{key}: {path}: column 'weight' must be > 0, with a finite sum")
+            if len(w) > MAX_TIERS:
+                raise ConfigError(f"{key}: {path}: at most {MAX_TIERS} device types (rows)")
             rng = generator(self.seed, Purpose.PROFILE, 101)
             row_of_client = rng.choice(len(w), size=n, p=w / w.sum())
             self.tier = row_of_client.astype(np.uint8)
@@ -175,6 +181,10 @@ class Population:
 
 def _out_of_range(col: str, v: np.ndarray) -> str | None:
     positive_cols = ("speed", "download_bandwidth", "upload_bandwidth", "on_fraction")
+    if np.any(np.abs(v) > F32_MAX):
+        return f"values must be at most {F32_MAX:.4g} (stored as float32)"
+    if col in positive_cols and np.any(v < F32_TINY):
+        return f"values must be >= {F32_TINY:.4g} (stored as float32, smaller is 0)"
     if col in positive_cols and np.any(v <= 0):
         return "values must be > 0"
     if col == "dropout_rate" and np.any((v < 0) | (v >= 1)):

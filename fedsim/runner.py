@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import importlib
-import json
 import logging
 import math
 import os
@@ -21,12 +19,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from fedsim import checkpoint
+from fedsim import checkpoint, memory, rundir
 from fedsim import config as config_mod
 from fedsim.aggregators.base import Aggregator
 from fedsim.config import Config
 from fedsim.data import FederatedDataset, build_dataset
-from fedsim.metrics import Recorder, write_json, write_text
+from fedsim.metrics import Recorder, verify_records
 from fedsim.models.base import Model
 from fedsim.models.torch_models import as_model, on_device
 from fedsim.options import ConfigError, build, to_table
@@ -34,13 +32,23 @@ from fedsim.population import Population
 from fedsim.privacy.rounds import round_accountant
 from fedsim.provenance import provenance
 from fedsim.registry import AGGREGATORS, MODELS, STRATEGIES
+from fedsim.rundir import CONFIG_FILE, PARTITION_FILE, SUMMARY_FILE, default_out_dir
+from fedsim.runtime.address import probe_address
 from fedsim.runtime.errors import RunError, WorkerFailedError
 from fedsim.runtime.executors import LocalExecutor
 from fedsim.runtime.server import RoundResult, Server, ServerActor
 from fedsim.runtime.work import TrainSpec
 from fedsim.strategies.base import Strategy
 
-CONFIG_FILE = "config.toml"
+__all__ = [
+    "Experiment",
+    "RunInterrupted",
+    "RunResult",
+    "default_out_dir",
+    "prepare",
+    "resume",
+    "run",
+]
 
 #: Above this many clients, partition.csv is written only for datasets held in memory; lazily
 #: generated data would have to be generated in full just to count labels.
@@ -57,6 +65,8 @@ class RunResult:
     summary: dict[str, Any]
     model: np.ndarray
     out_dir: Path | None
+    #: True when resuming found the run already finished: nothing was run or written.
+    unchanged: bool = False
 
 
 class RunInterrupted(KeyboardInterrupt):  # noqa: N818  (it is a KeyboardInterrupt)
@@ -100,6 +110,7 @@ def prepare(
         _check_task(cfg, dataset, getattr(cfg.model.options, "task", None))
         model = MODELS.get(cfg.model.name).factory(cfg.model.options, shape, classes)
     model = on_device(as_model(model, shape, classes, "model"), cfg.runtime.device)
+    memory.check_model(cfg, model)
     _check_task(cfg, dataset, getattr(model, "task", "classification"))
     if strategy is None:
         strategy = STRATEGIES.get(cfg.strategy.name).factory(cfg.strategy.options)
@@ -149,20 +160,6 @@ def _check_task(cfg: Config, dataset: FederatedDataset, task: str | None) -> Non
                 raise ConfigError(f"server.{key}: measures accuracy, a regression run has none")
 
 
-def default_out_dir(cfg: Config, root: Path = Path("results")) -> Path:
-    """``results/<experiment>/<timestamp>-<config hash>``, unique."""
-    digest = hashlib.sha1(
-        json.dumps(cfg.to_dict(), sort_keys=True, default=str).encode()
-    ).hexdigest()[:6]
-    stem = f"{time.strftime('%Y%m%d-%H%M%S')}-{digest}"
-    path = root / cfg.experiment.name / stem
-    i = 1
-    while path.exists():
-        path = root / cfg.experiment.name / f"{stem}-{i}"
-        i += 1
-    return path
-
-
 def train_spec(cfg: Config, strategy: Strategy, aggregator: Aggregator | None = None) -> TrainSpec:
     return TrainSpec(
         seed=cfg.experiment.seed,
@@ -202,6 +199,7 @@ def ensure_ray(address: str = "") -> None:
         "log_to_driver": True,
     }
     if address:
+        probe_address(address)
         try:
             ray.init(address=address, **kwargs)
         except ConnectionError as err:
@@ -242,6 +240,12 @@ class _Session:
 
         ensure_ray(cfg.runtime.address)
         cpus = int(ray.cluster_resources().get("CPU", 1))
+        if cfg.runtime.workers > cpus:
+            # Each worker holds one CPU: the ones beyond the cluster's would wait forever.
+            raise ConfigError(
+                f"runtime.workers: {cfg.runtime.workers} workers need as many CPUs; the Ray "
+                f"cluster has {cpus}"
+            )
         self.num_workers = cfg.runtime.workers or max(1, cpus)
         data_ref = ray.put(exp.dataset)
         actor = ray.remote(num_cpus=0)(ServerActor)
@@ -338,15 +342,13 @@ def run(
     out = Path(out_dir) if out_dir is not None else None
     if cfg.experiment.kind != config_mod.HORIZONTAL:
         return _run_kind(cfg, out, base_dir, progress, on_round)
-    if out is not None and (out / CONFIG_FILE).exists():
-        if not resume:
-            raise ConfigError(
-                f"{out}: already holds a run; continue it with fedsim run --resume {out}, "
-                "or choose another output folder"
-            )
-        if model is not None:
-            raise ConfigError("model: a run given a model object cannot be resumed")
-        return _continue(out, cfg, base_dir, progress, on_round, strategy)
+    if out is not None:
+        # Checked before anything is built; checked again under the folder's lock.
+        if resume and rundir.folder_state(out) is rundir.FolderState.RUN:
+            if model is not None:
+                raise ConfigError("model: a run given a model object cannot be resumed")
+            return _continue(out, cfg, base_dir, progress, on_round, overrides, strategy)
+        rundir.check_out_dir(out)
     exp = prepare(cfg, base_dir, strategy, model)
     return _execute(exp, out, None, progress, on_round)
 
@@ -374,7 +376,7 @@ def resume(
             f"experiment.kind: a {cfg.experiment.kind!r} run has no checkpoints and cannot be "
             f"resumed; run its config again into a new folder ({run_dir})"
         )
-    return _continue(run_dir, cfg, None, progress, on_round)
+    return _continue(run_dir, cfg, None, progress, on_round, overrides)
 
 
 def _run_kind(
@@ -396,23 +398,21 @@ def _run_kind(
     options = build(module.Options, cfg.kind_table, kind)
     job = module.prepare(cfg.experiment, options, base_dir)
     cfg = config_mod.Config(experiment=cfg.experiment, kind_table=to_table(options))
-    if out is not None and (out / CONFIG_FILE).exists():
-        raise ConfigError(f"{out}: already holds a run; choose another output folder")
+    if out is not None:
+        rundir.check_out_dir(out)
     t0 = time.perf_counter()
-    lock = None
+    held = None
     try:
         if out is not None:
-            out.mkdir(parents=True, exist_ok=True)
-            lock = checkpoint.RunLock(out)
-            (out / "rounds.csv").unlink(missing_ok=True)
-            write_text(out / CONFIG_FILE, config_mod.dumps_toml(cfg.to_dict()))
+            held = rundir.claim(out)
+            rundir.write_text(out / CONFIG_FILE, config_mod.dumps_toml(cfg.to_dict()))
         rounds, summary, model = job.run(out, progress, on_round)
     finally:
-        if lock is not None:
-            lock.close()
+        if held is not None:
+            held.release()
     summary["wall_time_s"] = time.perf_counter() - t0
     if out is not None:
-        write_json(out / "summary.json", summary)
+        rundir.write_json(out / SUMMARY_FILE, summary)
     return RunResult(cfg, rounds, None, summary, model, out)
 
 
@@ -422,15 +422,49 @@ def _continue(
     base_dir: Path | None,
     progress: bool,
     on_round: Callable[[dict[str, Any]], None] | None,
+    overrides: list[str] | tuple[str, ...] = (),
     strategy: Strategy | None = None,
 ) -> RunResult:
     ckpt = checkpoint.load(run_dir)
     if ckpt is None:
         raise ConfigError(f"{run_dir}: has no checkpoint to resume from")
+    checkpoint.check_run_state(ckpt)
     checkpoint.check_resumable(ckpt, cfg, config_mod.from_dict({}).to_dict())
+    # An injected worker kill tests one start of a run; on resume it fires only if asked again,
+    # so that the hint printed after too many restarts (resume) works as printed.
+    if not any(o.strip().startswith("faults.kill_worker") for o in overrides):
+        cfg = config_mod.replace_section(cfg, "faults", kill_worker_at_round=0, kill_worker_times=1)
+    finished = ckpt.state.get("finished")
+    if finished and (cfg.server.rounds == ckpt.round or finished != "rounds"):
+        return _finished(run_dir, cfg, ckpt)
     if base_dir is None and ckpt.state.get("base_dir"):
         base_dir = Path(ckpt.state["base_dir"])
     return _execute(prepare(cfg, base_dir, strategy), run_dir, ckpt, progress, on_round)
+
+
+def _finished(run_dir: Path, cfg: Config, ckpt: checkpoint.Checkpoint) -> RunResult:
+    """The result of a run that already finished, read from its folder; nothing is written."""
+    import json
+
+    lock = rundir.RunLock(run_dir)  # a run still writing there is not read half-way
+    try:
+        verify_records(run_dir, ckpt.state["records"], ckpt.state.get("records_sha256", {}))
+        try:
+            summary = json.loads((run_dir / SUMMARY_FILE).read_text())
+            rounds = pd.read_csv(run_dir / rundir.ROUNDS_FILE)
+            clients_file = run_dir / rundir.CLIENTS_FILE
+            clients = pd.read_csv(clients_file) if clients_file.exists() else None
+        except (OSError, ValueError, pd.errors.ParserError) as err:
+            raise ConfigError(f"{run_dir}: finished run with unreadable records ({err})") from None
+    finally:
+        lock.close()
+    if len(rounds) != ckpt.round or not isinstance(summary, dict):
+        raise ConfigError(
+            f"{run_dir}: finished run whose records do not match its checkpoint "
+            f"({len(rounds)} rows in {rundir.ROUNDS_FILE}, checkpoint of round {ckpt.round})"
+        )
+    w = np.asarray(ckpt.state["server"]["w"])
+    return RunResult(cfg, rounds, clients, summary, w, run_dir, unchanged=True)
 
 
 def _execute(
@@ -449,32 +483,37 @@ def _execute(
         history["resumed_from_rounds"] = [*history["resumed_from_rounds"], ckpt.round]
     # Ray is started (or reached) before anything is written, so a bad address leaves no folder.
     session = _Session(exp)
-    bar = lock = None
+    bar = held = None
     reopened = False
     try:
         if out is not None:
-            lock = checkpoint.RunLock(out)
+            held = rundir.claim(out, resume=ckpt is not None)
         if ckpt is None:
             recorder = Recorder(out)
             if out is not None:
-                _start_run_dir(exp, out)
+                _write_partition(exp, out)
         else:
             assert out is not None
+            ckpt = _same_checkpoint(out, ckpt)
             session.load_state_dict(ckpt.state["server"])
-            recorder = Recorder.reopen(out, ckpt.state["records"])
+            recorder = Recorder.reopen(
+                out, ckpt.state["records"], digests=ckpt.state.get("records_sha256", {})
+            )
             reopened = True
-            write_text(out / CONFIG_FILE, config_mod.dumps_toml(cfg.to_dict()))
-            if not (out / "partition.csv").exists():
+            rundir.write_text(out / CONFIG_FILE, config_mod.dumps_toml(cfg.to_dict()))
+            if not (out / PARTITION_FILE).exists():
                 _write_partition(exp, out)
 
-        def save() -> None:
+        def save(finished: str | None = None) -> None:
             if out is None:
                 return
             recorder.sync()
             state = {
                 "round": done,
+                "finished": finished,
                 "server": session.state_dict(),
                 "records": dict(recorder.offsets),
+                "records_sha256": recorder.digests(),
                 "config": cfg.to_dict(),
                 "base_dir": str(exp.base_dir) if exp.base_dir is not None else None,
                 "history": {
@@ -492,7 +531,7 @@ def _execute(
             save()
             # config.toml last: a folder holding it always holds a checkpoint as well.
             if out is not None:
-                write_text(out / CONFIG_FILE, config_mod.dumps_toml(cfg.to_dict()))
+                rundir.write_text(out / CONFIG_FILE, config_mod.dumps_toml(cfg.to_dict()))
         saved = done
         stop_reason = "rounds"
         budget = round_accountant(
@@ -530,16 +569,16 @@ def _execute(
                 if reached:
                     stop_reason = "target_accuracy"
                     break
-        if saved < done:
-            save()
+        # The last checkpoint says the run finished, so resuming it changes nothing.
+        save(stop_reason)
         w = session.model()
         nodes = session.nodes()
         restarts = history["restarts"] + session.worker_restarts()
     finally:
         if bar is not None:
             bar.close()
-        if lock is not None:
-            lock.close()
+        if held is not None:
+            held.release()
         session.close()
     rounds = recorder.rounds_frame()
     wall = history["wall_time_s"] + time.perf_counter() - t0
@@ -556,16 +595,18 @@ def _execute(
     if cfg.privacy.secure_aggregation:
         summary["aborted_rounds"] = int(rounds["aborted"].sum()) if len(rounds) else 0
     if out is not None:
-        write_json(out / "summary.json", summary)
+        rundir.write_json(out / SUMMARY_FILE, summary)
     return RunResult(cfg, rounds, recorder.clients_frame(), summary, w, out)
 
 
-def _start_run_dir(exp: Experiment, out: Path) -> None:
-    out.mkdir(parents=True, exist_ok=True)
-    # Leftovers of a start killed before config.toml was written are not part of this run.
-    for name in ("rounds.csv", "clients.csv"):
-        (out / name).unlink(missing_ok=True)
-    _write_partition(exp, out)
+def _same_checkpoint(out: Path, ckpt: checkpoint.Checkpoint) -> checkpoint.Checkpoint:
+    """The checkpoint read again under the folder's lock: it must be the one checked before."""
+    now = checkpoint.load(out)
+    if now is None or now.round != ckpt.round:
+        raise ConfigError(
+            f"{checkpoint.state_path(out)}: changed while this run was starting; run again"
+        )
+    return now
 
 
 class _StopSignals:
@@ -614,9 +655,7 @@ def _write_partition(exp: Experiment, out: Path) -> None:
     frame = pd.DataFrame({"client_id": ids, "num_samples": ds.client_sizes()})
     for label in range(ds.num_classes):
         frame[f"label_{label}"] = counts[:, label]
-    tmp = out / ".partition.csv.tmp"
-    frame.to_csv(tmp, index=False)
-    os.replace(tmp, out / "partition.csv")
+    rundir.write_text(out / PARTITION_FILE, frame.to_csv(index=False, lineterminator="\n"))
 
 
 def _summary(exp: Experiment, rounds: pd.DataFrame, wall: float, workers: int) -> dict[str, Any]:

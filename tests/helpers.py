@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
+import subprocess
+import sys
 import textwrap
 import tomllib
 from pathlib import Path
@@ -64,3 +69,50 @@ def small_config(*overrides: str) -> config_mod.Config:
 def write(path: Path, text: str) -> Path:
     path.write_text(textwrap.dedent(text))
     return path
+
+
+REPO = Path(__file__).resolve().parents[1]
+# Longest wait for a child `fedsim run` (seconds): generous for two loaded cores, finite so
+# that a hung child fails its test instead of hanging the suite.
+DEADLINE_S = 240.0
+
+
+def spawn_run(*args: str) -> subprocess.Popen:
+    """``fedsim run ARGS -q`` as a child in its own session (so what it starts can be ended)."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "fedsim.cli", "run", *args, "-q"],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+
+
+def finish(proc: subprocess.Popen) -> tuple[str, str]:
+    """Wait (at most DEADLINE_S) for a child to end, then end what its session left."""
+    try:
+        out, err = proc.communicate(timeout=DEADLINE_S)
+    except subprocess.TimeoutExpired:
+        os.kill(proc.pid, signal.SIGKILL)
+        out, err = proc.communicate()
+    end_session(proc.pid)
+    return out, err
+
+
+def end_session(sid: int) -> None:
+    """SIGKILL the live processes of session ``sid`` (what a killed run left behind)."""
+    proc_dir = Path("/proc")
+    if not proc_dir.is_dir():
+        return
+    for entry in proc_dir.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        state, session = fields[0], int(fields[3])
+        if session == sid and state != "Z":
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(entry.name), signal.SIGKILL)

@@ -155,6 +155,9 @@ def test_rounds_below_the_threshold_abort_and_keep_the_model():
     r = result.rounds
     assert r["aborted"].all() and r["failed"].all()
     assert (r["reporting"] > 0).all() and (r["reporting"] < 12).all()  # threshold 12 of 23
+    # rounds.csv says why: the masked inputs received, below the threshold.
+    expected = [f"{n} masked inputs received, threshold 12" for n in r["reporting"]]
+    assert r["abort_reason"].tolist() == expected
     np.testing.assert_array_equal(result.model, prepare(cfg).model.init(cfg.experiment.seed))
     assert result.summary["aborted_rounds"] == 3
 

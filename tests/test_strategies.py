@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import math
 import subprocess
 import sys
@@ -229,14 +230,15 @@ def test_stateful_strategy_identical_for_one_and_two_workers(ray_session, name):
 
 @pytest.mark.parametrize("name", ["scaffold", "fedadam"])
 def test_stateful_strategy_resumed_after_sigkill_is_identical(tmp_path, name):
-    from test_reliability import LONG, _assert_same_run, _fedsim, _kill_at, _reference
+    from helpers import spawn_run
+    from test_reliability import LONG, _assert_same_run, _kill_at, _reference
 
     strat = f"strategy.name='{name}'"
     path = write(tmp_path / "small.toml", SMALL)
     reference = _reference(tmp_path, *LONG, strat)
     out = tmp_path / "killed"
     sets = [a for o in (*LONG, strat) for a in ("--set", o)]
-    _kill_at(_fedsim(str(path), "--out", str(out), *sets), out / "rounds.csv", 6)
+    _kill_at(spawn_run(str(path), "--out", str(out), *sets), out / "rounds.csv", 6)
     assert checkpoint.load(out).round < 40
     fedsim.resume(out)
     _assert_same_run(reference, out)
@@ -447,6 +449,8 @@ def test_a_run_written_before_columns_were_added_resumes_with_them(tmp_path):
     rounds.to_csv(out / "rounds.csv", index=False, float_format="%.10g")
     ckpt = checkpoint.load(out)
     ckpt.state["records"]["rounds.csv"] = (out / "rounds.csv").stat().st_size
+    digest = hashlib.sha256((out / "rounds.csv").read_bytes()).hexdigest()
+    ckpt.state["records_sha256"]["rounds.csv"] = digest
     checkpoint.save(out, ckpt.state)
     resumed = fedsim.resume(out, overrides=["server.rounds=4"])
     got = pd.read_csv(out / "rounds.csv")

@@ -218,7 +218,8 @@ def test_folder_without_config_or_checkpoint_is_rerun(tiny: Path, tmp_path: Path
     # A start killed before config.toml was written ...
     stale = first.run_dirs[0]
     shutil.rmtree(stale)
-    stale.mkdir()
+    (stale / "checkpoint").mkdir(parents=True)
+    (stale / "checkpoint" / "lock").touch()  # a run takes the lock before anything else
     (stale / "rounds.csv").write_text("round,test_accuracy\n1,0.99\n")
     # ... and an unfinished run whose checkpoint is damaged.
     damaged = first.run_dirs[1]

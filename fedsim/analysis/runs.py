@@ -18,11 +18,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-CONFIG_FILE = "config.toml"
-ROUNDS_FILE = "rounds.csv"
-CLIENTS_FILE = "clients.csv"
-SUMMARY_FILE = "summary.json"
-PARTITION_FILE = "partition.csv"
+from fedsim.rundir import (  # noqa: F401  (the run folder's names, re-exported)
+    CLIENTS_FILE,
+    CONFIG_FILE,
+    PARTITION_FILE,
+    ROUNDS_FILE,
+    SUMMARY_FILE,
+    flatten_config,
+)
 
 # Only what every analysis needs; the plots check the columns they use when they use them,
 # so a run from an older or newer simulator still loads and most of it can be analysed.
@@ -60,19 +63,6 @@ class Run:
     def flat_config(self) -> dict[str, Any]:
         """Leaf values of the config under their dotted keys only."""
         return {k: v for k, v in self.config.items() if not isinstance(v, dict)}
-
-
-def flatten_config(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    """Leaf values of nested tables under dotted keys (``{"server": {"rounds": 5}}`` ->
-    ``{"server.rounds": 5}``)."""
-    flat: dict[str, Any] = {}
-    for key, value in config.items():
-        dotted = f"{prefix}{key}"
-        if isinstance(value, Mapping):
-            flat.update(flatten_config(value, f"{dotted}."))
-        else:
-            flat[dotted] = value
-    return flat
 
 
 def load_run(path: str | Path) -> Run:

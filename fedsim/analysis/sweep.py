@@ -325,10 +325,14 @@ def _sweep_table(
 
 def _folder_state(folder: Path, cfg: Config) -> str:
     """What to do with a run's folder; ConfigError if it holds a run of another config."""
-    from fedsim import checkpoint
+    from fedsim import checkpoint, rundir
 
-    if not folder.exists():
+    state = rundir.folder_state(folder)
+    if state in (rundir.FolderState.MISSING, rundir.FolderState.EMPTY):
         return _NEW
+    if state is rundir.FolderState.STARTED:
+        return _STALE
+    rundir.check_out_dir(folder, resume=True)  # a file, or a folder of other files: refused
     try:
         with (folder / CONFIG_FILE).open("rb") as fh:
             done = flatten_config(tomllib.load(fh))

@@ -96,7 +96,12 @@ def run_measured(
     timeout_s: float = 3600.0,
     poll_s: float = 0.5,
 ) -> Measured:
-    """Run ``cmd`` (stdout and stderr merged), timestamping each line as it arrives."""
+    """Run ``cmd`` (stdout and stderr merged), timestamping each line as it arrives.
+
+    A Python child is run unbuffered (``PYTHONUNBUFFERED=1``): writing to a pipe, it would
+    otherwise hold its lines back until exit and every timestamp would be the last one.
+    """
+    env = {**(os.environ if env is None else env), "PYTHONUNBUFFERED": "1"}
     start = time.perf_counter()
     proc = subprocess.Popen(
         cmd,

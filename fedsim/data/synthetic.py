@@ -20,25 +20,28 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from fedsim import memory
 from fedsim.data.base import FederatedDataset
-from fedsim.options import check, in_range, non_negative, positive
+from fedsim.options import check, finite, in_range, non_negative, positive
 from fedsim.registry import DATASETS
 from fedsim.rng import Purpose, generator
 
 _IID_MODEL_KEY = 2**40
+MAX_SAMPLES = 2**30
 
 
 @dataclass(frozen=True)
 class SyntheticOptions:
-    alpha: float = field(default=1.0, metadata=check(non_negative))
-    beta: float = field(default=1.0, metadata=check(non_negative))
+    alpha: float = field(default=1.0, metadata=check(non_negative, finite))
+    beta: float = field(default=1.0, metadata=check(non_negative, finite))
     iid: bool = False
     num_features: int = field(default=60, metadata=check(positive))
     num_classes: int = field(default=10, metadata=check(positive))
-    size_log_mean: float = 4.0
-    size_log_sigma: float = field(default=2.0, metadata=check(non_negative))
-    min_samples: int = field(default=50, metadata=check(positive))
-    max_samples: int = field(default=0, metadata=check(non_negative))
+    size_log_mean: float = field(default=4.0, metadata=check(finite))
+    size_log_sigma: float = field(default=2.0, metadata=check(non_negative, finite))
+    # Sample counts are stored as int32; half its range leaves room for their sums.
+    min_samples: int = field(default=50, metadata=check(in_range(1, MAX_SAMPLES)))
+    max_samples: int = field(default=0, metadata=check(in_range(0, MAX_SAMPLES)))
     train_fraction: float = field(default=0.9, metadata=check(in_range(0, 1, lo_open=True)))
     eval_clients: int = field(default=100, metadata=check(positive))
 
@@ -61,6 +64,14 @@ class SyntheticDataset(FederatedDataset):
         if options.max_samples:
             total = np.minimum(total, options.max_samples)
         self._total = total.astype(np.int32)
+        largest = int(self._total.max()) if num_clients else 0
+        d, c = options.num_features, options.num_classes
+        # A client's samples are drawn as float64 (n, d) and projected through a (d, c) model.
+        memory.require(
+            "data.num_features",
+            8 * (2 * largest * d + d * c + largest * c),
+            f"the largest client's data ({largest} samples x {d} features, {c} classes)",
+        )
         self._test: tuple[np.ndarray, np.ndarray] | None = None
 
     def _train_count(self, total: np.ndarray | int) -> np.ndarray | int:

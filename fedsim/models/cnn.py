@@ -104,6 +104,13 @@ class Cnn(Model):
         self.channels = (int(channels[0]), int(channels[1]))
         self.hidden = int(hidden)
         self.kernel = int(kernel)
+        if self.kernel > min(self.height, self.width):
+            # Padded to keep the size, a larger kernel would mostly see padding (and cost
+            # kernel^2 floats per pixel for nothing).
+            raise ConfigError(
+                f"model.kernel: must be at most the image's side ({min(self.height, self.width)})"
+                f", got {self.kernel}"
+            )
         k, (c1, c2) = self.kernel, self.channels
         flat = (self.height // 4) * (self.width // 4) * c2
         # (weight shape, bias length) per layer; fan-in is the weight's first dimension.

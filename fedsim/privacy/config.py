@@ -51,6 +51,9 @@ class PrivacyOptions:
 
     def validate(self) -> str | None:
         """The first inconsistency between keys, as ``key: message``, or None."""
+        unused = self._unused_key()
+        if unused:
+            return unused
         if not self.enabled:
             if self.adaptive_clipping:
                 return "adaptive_clipping: needs enabled = true"
@@ -64,6 +67,29 @@ class PrivacyOptions:
             return "distributed_noise: needs secure_aggregation = true (else updates are seen)"
         if math.isfinite(self.target_epsilon) and self.noise_multiplier == 0:
             return "target_epsilon: needs noise_multiplier > 0"
+        return None
+
+    def _unused_key(self) -> str | None:
+        """A key set away from its default although its feature is off (it would be ignored)."""
+        default = PrivacyOptions()
+        needs = {
+            # DP-only keys; secure aggregation also reads clip_norm (its fixed-point range).
+            "noise_multiplier": ("enabled", self.enabled),
+            "sampling_rate": ("enabled", self.enabled),
+            "delta": ("enabled", self.enabled),
+            "accountant": ("enabled", self.enabled),
+            "clip_norm": ("enabled", self.enabled or self.secure_aggregation),
+            "target_quantile": ("adaptive_clipping", self.adaptive_clipping),
+            "clip_learning_rate": ("adaptive_clipping", self.adaptive_clipping),
+            "clip_count_stddev": ("adaptive_clipping", self.adaptive_clipping),
+            "bits": ("secure_aggregation", self.secure_aggregation),
+            "clip_range": ("secure_aggregation", self.secure_aggregation),
+            "neighbours": ("secure_aggregation", self.secure_aggregation),
+            "threshold_fraction": ("secure_aggregation", self.secure_aggregation),
+        }
+        for key, (switch, on) in needs.items():
+            if not on and getattr(self, key) != getattr(default, key):
+                return f"{key}: has no effect unless {switch} = true (it is false)"
         return None
 
     def rate(self, num_clients: int, clients_per_round: int) -> float:
@@ -95,6 +121,17 @@ class PrivacyOptions:
                 cohort = math.ceil(3 * self.expected_cohort(num_clients, clients_per_round))
             if ((1 << (self.bits - 1)) - 1) // max(cohort, 1) < 1:
                 return f"bits: {self.bits} bits cannot hold the sum of {cohort} clients' updates"
+            selected = math.ceil(over_selection * clients_per_round)
+            if not self.enabled and selected < 2:
+                return (
+                    "secure_aggregation: a cohort of one client has nothing to hide its update "
+                    "among; needs server.clients_per_round * server.over_selection >= 2"
+                )
+            if self.neighbours > max(selected - 1, 1):
+                return (
+                    f"neighbours: {self.neighbours} is more than the other clients of a cohort "
+                    f"of {selected}"
+                )
         if self.enabled and self.adaptive_clipping and self.noise_multiplier > 0:
             sigma_b = self.count_stddev(num_clients, clients_per_round)
             if not 2 * sigma_b > self.noise_multiplier:
@@ -102,4 +139,20 @@ class PrivacyOptions:
                     f"clip_count_stddev: adaptive clipping needs 2 * clip_count_stddev "
                     f"({2 * sigma_b:g}) > noise_multiplier ({self.noise_multiplier:g})"
                 )
+        return self._budget_error(num_clients, clients_per_round)
+
+    def _budget_error(self, num_clients: int, clients_per_round: int) -> str | None:
+        """target_epsilon below what a single round spends: the run could do nothing."""
+        if not (self.enabled and math.isfinite(self.target_epsilon) and self.noise_multiplier):
+            return None
+        # Imported here: dp-accounting's scipy stack takes a second to load.
+        from fedsim.privacy.accounting import epsilon
+
+        q = self.rate(num_clients, clients_per_round)
+        one = epsilon(q, self.noise_multiplier, 1, self.delta, self.accountant)
+        if one > self.target_epsilon:
+            return (
+                f"target_epsilon: {self.target_epsilon:g} is less than what one round spends "
+                f"({one:.4g}); no round could run"
+            )
         return None

@@ -56,6 +56,7 @@ class _Round:
     train_loss: float = math.nan
     failed: bool = False
     aborted: bool = False
+    abort_reason: str = ""
     unclipped: int = 0
     clip_norm: float = math.nan  # the DP clipping norm the round's clients used
     times: dict[str, float] = field(default_factory=dict)
@@ -240,6 +241,7 @@ class Server:
             out = self.privacy.aggregate(self.w, rnd.step, [r.weighted_sum for r in results], total)
             if out.delta is None:
                 rnd.failed = rnd.aborted = True
+                rnd.abort_reason = out.reason
                 return None
             delta = out.delta
         else:
@@ -351,6 +353,7 @@ class Server:
             **evals,
             "failed": rnd.failed,
             "aborted": rnd.aborted,
+            "abort_reason": rnd.abort_reason,
             "epsilon": priv.epsilon(rnd.r) if dp else math.nan,
             "clip_norm": rnd.clip_norm,
             **rnd.times,
@@ -422,6 +425,8 @@ class Server:
         if accepted.any() or not reporting.any():
             return
         bound = self.cfg.server.max_update_norm
+        if math.isfinite(bound) and np.isfinite(client_loss[reporting]).any():
+            return  # rejected by the norm bound, not diverged: the round fails, counted as such
         why = "non-finite" if math.isinf(bound) else f"non-finite or of norm above {bound:g}"
         n = plan.num_samples[reporting].astype(np.float64)
         with np.errstate(invalid="ignore", over="ignore"):

@@ -1,0 +1,69 @@
+"""Memory a run will need, checked before anything is allocated: sizes refused with the size named.
+
+The estimates are lower bounds of what the arrays take (temporary copies come on top), so a
+refused size could never have run here; a size just under the limit may still fail later.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from typing import Any
+
+from fedsim.options import ConfigError
+
+#: Bytes per client of the per-client arrays a dataset builds besides the population's columns
+#: (sample counts drawn as float64, then cut and stored as integers).
+DATASET_BYTES_PER_CLIENT = 24
+
+
+def machine_bytes() -> int:
+    """Physical memory of this machine in bytes (a large number where it cannot be read)."""
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE")) * int(os.sysconf("SC_PHYS_PAGES"))
+    except (AttributeError, ValueError, OSError):
+        return 1 << 50
+
+
+def format_bytes(n: float) -> str:
+    """``1.5 GB``-style size (powers of 1000)."""
+    for unit in ("B", "KB", "MB", "GB", "TB", "PB"):
+        if n < 1000:
+            return f"{n:.3g} {unit}"
+        n /= 1000
+    return f"{n:.3g} EB"
+
+
+def require(key: str, nbytes: float, what: str) -> None:
+    """ConfigError naming ``key`` if ``nbytes`` (for ``what``) exceed this machine's memory."""
+    limit = machine_bytes()
+    if not math.isfinite(nbytes) or nbytes > limit:
+        raise ConfigError(
+            f"{key}: {what} would take {format_bytes(nbytes)}, more than this machine's memory "
+            f"({format_bytes(limit)})"
+        )
+
+
+def population_bytes(num_clients: int, drawn_columns: int, tiers: bool, periodic: bool) -> int:
+    """Bytes of a population's stored columns: float32 per drawn attribute, uint8 tier,
+    float32 phase, plus what the dataset keeps per client."""
+    per_client = 4 * drawn_columns + (1 if tiers else 0) + (4 if periodic else 0)
+    return num_clients * (per_client + DATASET_BYTES_PER_CLIENT)
+
+
+def model_bytes(num_parameters: int, stacked_clients: int) -> int:
+    """Bytes of one training step: the float32 global model, ``stacked_clients`` float32
+    copies being trained together, and float64 sums for aggregation."""
+    return num_parameters * (4 + 4 * stacked_clients + 2 * 8)
+
+
+def check_model(cfg: Any, model: Any) -> None:
+    """Refuse a model (of a Config's run) whose training step cannot fit in memory, before its
+    first array: the global model, a chunk's stacked clients and the float64 sums."""
+    cohort = math.ceil(cfg.server.clients_per_round * cfg.server.over_selection)
+    stacked = max(1, math.ceil(cohort / cfg.runtime.chunks))
+    require(
+        "model",
+        model_bytes(model.num_parameters, stacked),
+        f"{cfg.model.name!r} with {model.num_parameters} parameters ({stacked} clients a chunk)",
+    )
