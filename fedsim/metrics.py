@@ -46,6 +46,8 @@ ROUND_COLUMNS = [
     "train_s",
     "wall_time_s",
 ]
+#: Columns of ROUND_COLUMNS holding text ("" when there is nothing to say).
+TEXT_COLUMNS = ("abort_reason",)
 
 
 class Recorder:
@@ -100,7 +102,7 @@ class Recorder:
                 (out_dir / name).unlink(missing_ok=True)
             rec.offsets[name] = size
         if rec.offsets[ROUNDS_FILE]:
-            frame = pd.read_csv(out_dir / ROUNDS_FILE)
+            frame = read_rounds(out_dir / ROUNDS_FILE)
             rec.rounds = frame.to_dict("records")
         if client_records and rec.offsets[CLIENTS_FILE]:
             rec.client_frames = [pd.read_csv(out_dir / CLIENTS_FILE)]
@@ -145,6 +147,15 @@ class Recorder:
         if not self.client_frames:
             return None
         return pd.concat(self.client_frames, ignore_index=True)
+
+
+def read_rounds(path: Path) -> pd.DataFrame:
+    """rounds.csv as the Recorder holds it: text columns keep "" where the CSV is empty."""
+    frame = pd.read_csv(path)
+    for col in TEXT_COLUMNS:
+        if col in frame.columns:
+            frame[col] = frame[col].fillna("").astype(str)
+    return frame
 
 
 def verify_records(
