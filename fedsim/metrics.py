@@ -80,6 +80,8 @@ CLIENT_SCHEMA: tuple[Column, ...] = (
 )
 
 ROUND_COLUMNS = [c.name for c in ROUND_SCHEMA]
+#: Columns of ROUND_COLUMNS holding text ("" when there is nothing to say).
+TEXT_COLUMNS = ("abort_reason",)
 
 
 def schema_table(schema: tuple[Column, ...]) -> str:
@@ -161,7 +163,7 @@ class Recorder:
             rec.offsets[ROUNDS_FILE] = path.stat().st_size
             rec._hashes[ROUNDS_FILE] = hashlib.sha256(path.read_bytes())
         if rec.offsets[ROUNDS_FILE]:
-            frame = pd.read_csv(out_dir / ROUNDS_FILE)
+            frame = read_rounds(out_dir / ROUNDS_FILE)
             rec.rounds = frame.to_dict("records")
         if client_records and rec.offsets[CLIENTS_FILE]:
             rec.client_frames = [pd.read_csv(out_dir / CLIENTS_FILE)]
@@ -206,6 +208,15 @@ class Recorder:
         if not self.client_frames:
             return None
         return pd.concat(self.client_frames, ignore_index=True)
+
+
+def read_rounds(path: Path) -> pd.DataFrame:
+    """rounds.csv as the Recorder holds it: text columns keep "" where the CSV is empty."""
+    frame = pd.read_csv(path)
+    for col in TEXT_COLUMNS:
+        if col in frame.columns:
+            frame[col] = frame[col].fillna("").astype(str)
+    return frame
 
 
 def verify_records(

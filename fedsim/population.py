@@ -181,12 +181,12 @@ class Population:
 
 def _out_of_range(col: str, v: np.ndarray) -> str | None:
     positive_cols = ("speed", "download_bandwidth", "upload_bandwidth", "on_fraction")
+    if col in positive_cols and np.any(v <= 0):
+        return "values must be > 0"
     if np.any(np.abs(v) > F32_MAX):
         return f"values must be at most {F32_MAX:.4g} (stored as float32)"
     if col in positive_cols and np.any(v < F32_TINY):
         return f"values must be >= {F32_TINY:.4g} (stored as float32, smaller is 0)"
-    if col in positive_cols and np.any(v <= 0):
-        return "values must be > 0"
     if col == "dropout_rate" and np.any((v < 0) | (v >= 1)):
         return "values must be in [0, 1)"
     if col in ("online_probability", "on_fraction") and np.any((v <= 0) | (v > 1)):

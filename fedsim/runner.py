@@ -24,7 +24,7 @@ from fedsim import config as config_mod
 from fedsim.aggregators.base import Aggregator
 from fedsim.config import Config
 from fedsim.data import FederatedDataset, build_dataset
-from fedsim.metrics import Recorder, verify_records
+from fedsim.metrics import Recorder, read_rounds, verify_records
 from fedsim.models.base import Model
 from fedsim.models.torch_models import as_model, on_device
 from fedsim.options import ConfigError, build, to_table
@@ -188,6 +188,8 @@ def ensure_ray(address: str = "") -> None:
     """Connect to ``address`` or start a local, loopback-only Ray instance, unless one runs."""
     if not address:
         use_loopback_for_local_ray()
+    else:
+        probe_address(address)  # even with Ray running here: the config names a dead address
     import ray
 
     if ray.is_initialized():
@@ -199,7 +201,6 @@ def ensure_ray(address: str = "") -> None:
         "log_to_driver": True,
     }
     if address:
-        probe_address(address)
         try:
             ray.init(address=address, **kwargs)
         except ConnectionError as err:
@@ -451,7 +452,7 @@ def _finished(run_dir: Path, cfg: Config, ckpt: checkpoint.Checkpoint) -> RunRes
         verify_records(run_dir, ckpt.state["records"], ckpt.state.get("records_sha256", {}))
         try:
             summary = json.loads((run_dir / SUMMARY_FILE).read_text())
-            rounds = pd.read_csv(run_dir / rundir.ROUNDS_FILE)
+            rounds = read_rounds(run_dir / rundir.ROUNDS_FILE)
             clients_file = run_dir / rundir.CLIENTS_FILE
             clients = pd.read_csv(clients_file) if clients_file.exists() else None
         except (OSError, ValueError, pd.errors.ParserError) as err:
