@@ -160,7 +160,7 @@ class PopulationConfig:
     dropout_rate: Dist = field(
         default=Dist(value=0.0), metadata=check(_dist_in(0, 1, hi_open=True))
     )
-    availability: Literal["always", "bernoulli", "periodic"] = "always"
+    availability: Literal["always", "bernoulli", "periodic", "diurnal", "trace"] = "always"
     online_probability: Dist = field(
         default=Dist(value=1.0), metadata=check(_dist_in(0, 1, lo_open=True))
     )
@@ -168,6 +168,11 @@ class PopulationConfig:
     on_fraction: Dist = field(default=Dist(value=1.0), metadata=check(_dist_in(0, 1, lo_open=True)))
     compute_jitter: float = field(default=0.0, metadata=check(non_negative))
     profiles_csv: str = ""
+    # diurnal: peak online probability / trough online probability over the day (period_s)
+    diurnal_ratio: float = field(default=4.0, metadata=check(at_least(1.0)))
+    diurnal_peak_hour: float = field(default=0.0, metadata=check(in_range(0, 24, hi_open=True)))
+    # trace: a CSV of online intervals (client_id, start_s, end_s), repeated over its span
+    availability_csv: str = ""
 
     def validate(self) -> str | None:
         for name in (
@@ -187,6 +192,8 @@ class PopulationConfig:
                         f"{name}.values: {len(d.values)} values for {len(self.tiers)} "
                         "population.tiers"
                     )
+        if (self.availability == "trace") != bool(self.availability_csv):
+            return "availability_csv: needs availability = 'trace' and the other way round"
         return None
 
 
@@ -204,6 +211,7 @@ class TrainingConfig:
 
 @dataclass(frozen=True)
 class ServerConfig:
+    mode: Literal["sync", "async"] = "sync"
     rounds: int = field(default=10, metadata=check(positive))
     clients_per_round: int = field(default=10, metadata=check(positive))
     over_selection: float = field(default=1.0, metadata=check(at_least(1.0)))
@@ -218,6 +226,22 @@ class ServerConfig:
     target_accuracy: float = field(default=0.0, metadata=check(in_range(0, 1)))
     # L2 norm of a client's update (w_k - w_global) above which it is rejected; inf = no bound.
     max_update_norm: float = field(default=math.inf, metadata=check(positive))
+
+
+@dataclass(frozen=True)
+class AsyncConfig:
+    """Asynchronous training (``server.mode = "async"``): FedBuff, FedAsync for K = 1."""
+
+    concurrency: int = field(default=100, metadata=check(positive))  # clients training at once
+    buffer_size: int = field(default=10, metadata=check(positive))  # K updates per server step
+    staleness_weight: Literal["constant", "polynomial", "hinge"] = "polynomial"
+    staleness_exponent: float = field(default=0.5, metadata=check(non_negative))
+    hinge_a: float = field(default=10.0, metadata=check(non_negative))
+    hinge_b: float = field(default=4.0, metadata=check(non_negative))
+    # Updates staler than this many versions are discarded; inf = keep all.
+    max_staleness: float = field(default=math.inf, metadata=check(non_negative))
+    # Simulated seconds before an empty slot tries again when no client is online.
+    idle_retry_s: float = field(default=60.0, metadata=check(positive))
 
 
 def _ray_address(v: str) -> str | None:
@@ -265,6 +289,7 @@ class Config:
     runtime: RuntimeConfig = RuntimeConfig()
     faults: FaultsConfig = FaultsConfig()
     privacy: PrivacyOptions = PrivacyOptions()
+    async_: AsyncConfig = AsyncConfig()  # the TOML section [async] (a Python keyword)
 
     def to_dict(self) -> dict[str, Any]:
         """The resolved config as plain TOML-ready tables (inverse of :func:`from_dict`)."""
@@ -273,9 +298,8 @@ class Config:
             comp: ComponentConfig = getattr(self, section)
             out[section] = {key: comp.name, **to_table(comp.options)}
         for section in _PLAIN:
-            out[section] = to_table(getattr(self, section))
-        order = list(Config.__dataclass_fields__)
-        return {s: out[s] for s in order}
+            out[section] = to_table(getattr(self, _FIELDS.get(section, section)))
+        return {s: out[s] for s in SECTIONS}
 
 
 _COMPONENTS: dict[str, tuple[str, Registry]] = {
@@ -293,7 +317,12 @@ _PLAIN: dict[str, type] = {
     "runtime": RuntimeConfig,
     "faults": FaultsConfig,
     "privacy": PrivacyOptions,
+    "async": AsyncConfig,
 }
+#: TOML section name -> Config field, where they differ.
+_FIELDS = {"async": "async_"}
+#: The TOML sections, in Config's order.
+SECTIONS = [{v: k for k, v in _FIELDS.items()}.get(f, f) for f in Config.__dataclass_fields__]
 
 
 def _component(section: str, table: dict[str, Any]) -> ComponentConfig:
@@ -313,17 +342,18 @@ def _component(section: str, table: dict[str, Any]) -> ComponentConfig:
 
 def from_dict(raw: dict[str, Any]) -> Config:
     """Validate a raw TOML mapping into a :class:`Config`; raises ConfigError on bad input."""
-    unknown = sorted(set(raw) - set(Config.__dataclass_fields__))
+    unknown = sorted(set(raw) - set(SECTIONS))
     if unknown:
-        known = ", ".join(Config.__dataclass_fields__)
+        known = ", ".join(SECTIONS)
         raise ConfigError(f"{unknown[0]}: unknown section (sections: {known})")
     sections: dict[str, Any] = {}
-    for section in Config.__dataclass_fields__:
+    for section in SECTIONS:
         table = raw.get(section, {})
+        name = _FIELDS.get(section, section)
         if section in _COMPONENTS:
-            sections[section] = _component(section, table)
+            sections[name] = _component(section, table)
         else:
-            sections[section] = build(_PLAIN[section], table, section)
+            sections[name] = build(_PLAIN[section], table, section)
     cfg = Config(**sections)
     _cross_check(cfg)
     return cfg
@@ -348,6 +378,27 @@ def _cross_check(cfg: Config) -> None:
     err = cfg.privacy.check_against(n, k, cfg.server.over_selection)
     if err:
         raise ConfigError(f"privacy.{err}")
+    if cfg.server.mode == "async":
+        _check_async(cfg)
+
+
+def _check_async(cfg: Config) -> None:
+    """What asynchronous training cannot combine with, each refused in one line."""
+    if cfg.privacy.enabled or cfg.privacy.secure_aggregation:
+        raise ConfigError(
+            "server.mode: 'async' with [privacy] is refused: DP-FedAvg's accounting and secure "
+            "aggregation's masks assume a synchronous cohort per round"
+        )
+    if math.isfinite(cfg.server.deadline_s) or cfg.server.straggler_fraction > 0:
+        raise ConfigError(
+            "server.deadline_s: round deadlines and straggler_fraction are synchronous; async "
+            "has no rounds (set deadline_s = inf, straggler_fraction = 0)"
+        )
+    if cfg.async_.concurrency > cfg.population.num_clients:
+        raise ConfigError(
+            f"async.concurrency: must be <= population.num_clients "
+            f"({cfg.population.num_clients}), got {cfg.async_.concurrency}"
+        )
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
