@@ -33,6 +33,8 @@ class Purpose(IntEnum):
     STRAGGLER = 13
     PARTITION = 14
     FAULT_NAN = 15
+    ASYNC_PICK = 16
+    ZONE = 17
 
 
 def generator(seed: int, *keys: int) -> np.random.Generator:
