@@ -31,9 +31,9 @@ from fedsim.options import ConfigError
 from fedsim.population import Population
 from fedsim.privacy.rounds import round_accountant
 from fedsim.registry import AGGREGATORS, MODELS, STRATEGIES
+from fedsim.runtime.asynchronous import check_strategy
 from fedsim.runtime.errors import RunError, WorkerFailedError
 from fedsim.runtime.executors import LocalExecutor
-from fedsim.runtime.asynchronous import check_strategy
 from fedsim.runtime.server import RoundResult, ServerActor, server_class
 from fedsim.runtime.work import TrainSpec
 from fedsim.strategies.base import Strategy

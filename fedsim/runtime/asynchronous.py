@@ -187,9 +187,7 @@ class AsyncServer(Server):
         ids = np.sort(pool[order[:count]])
         n = self.sizes[ids].astype(np.int64)
         epochs = self.cfg.training.local_epochs
-        tl = timelines(
-            self.population, ids, n, key, epochs, self.download_bytes, self.upload_bytes
-        )
+        tl = timelines(self.population, ids, n, key, epochs, self.download_bytes, self.upload_bytes)
         finish = tl.finish
         offline = self.population.offline_after(ids, t, t + finish) - t
         drop_at = np.minimum(np.where(tl.dropped, tl.drop_time, np.inf), offline)

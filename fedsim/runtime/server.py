@@ -212,9 +212,7 @@ class Server:
         """The round's aggregate, or None if the round failed or was aborted."""
         srv, plan = self.cfg.server, rnd.plan
         accepted = plan.contributes & ~rnd.rejected
-        self._check_rejections(
-            rnd.r, plan.num_samples, plan.contributes, accepted, rnd.client_loss
-        )
+        self._check_rejections(rnd.r, plan.num_samples, plan.contributes, accepted, rnd.client_loss)
         count = int(np.count_nonzero(accepted))
         rnd.failed = count < srv.min_completed
         if rnd.failed:
