@@ -1,4 +1,4 @@
-"""Asynchronous training (FedBuff, FedAsync) on the simulated clock, and time-varying availability."""
+"""Asynchronous training (FedBuff, FedAsync) on the simulated clock; time-varying availability."""
 
 from __future__ import annotations
 
