@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from fedsim.options import ConfigError
+from fedsim.options import ConfigError, read_csv_input
 from fedsim.rng import Purpose, uniform
 
 HOURS = 24
@@ -79,12 +79,7 @@ class Trace:
 
     def __init__(self, path: Path, num_clients: int) -> None:
         key = "population.availability_csv"
-        try:
-            df = pd.read_csv(path)
-        except FileNotFoundError:
-            raise ConfigError(f"{key}: {path}: no such file") from None
-        except (OSError, pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as e:
-            raise ConfigError(f"{key}: {path}: cannot be read as CSV ({e})") from None
+        df = read_csv_input(path, key)
         cols = ("client_id", "start_s", "end_s")
         if list(df.columns) != list(cols):
             raise ConfigError(f"{key}: {path}: columns must be {', '.join(cols)}")

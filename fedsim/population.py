@@ -15,7 +15,7 @@ import pandas as pd
 
 from fedsim.availability import Diurnal, Trace
 from fedsim.config import Dist, PopulationConfig
-from fedsim.options import ConfigError
+from fedsim.options import ConfigError, read_csv_input
 from fedsim.rng import Purpose, generator, uniform
 
 # Attribute name -> (column index for keyed draws, allowed range check for CSV values).
@@ -87,12 +87,7 @@ class Population:
 
     def _load_csv(self, path: Path) -> None:
         key = "population.profiles_csv"
-        try:
-            df = pd.read_csv(path)
-        except FileNotFoundError:
-            raise ConfigError(f"{key}: {path}: no such file") from None
-        except (OSError, pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as e:
-            raise ConfigError(f"{key}: {path}: cannot be read as CSV ({e})") from None
+        df = read_csv_input(path, key)
         missing = [c for c in _REQUIRED_CSV if c not in df.columns]
         if missing:
             raise ConfigError(

@@ -301,3 +301,22 @@ def test_async_run_with_diurnal_availability_drops_clients_that_go_offline():
     slots = dropped["finish_s"] / (100.0 / 24)
     assert np.isclose(slots, np.round(slots)).any()
     assert res.rounds["model_version"].iloc[-1] == 8
+
+
+@pytest.mark.parametrize(
+    "text", ["", "client_id,start_s\n0,1\n", "client_id,start_s,end_s\n0,5,2\n", None]
+)
+def test_a_bad_availability_trace_is_a_one_line_config_error(tmp_path, text):
+    csv = tmp_path / "trace.csv"
+    if text is not None:
+        csv.write_text(text)
+    path = write(tmp_path / "e.toml", SMALL)
+    sets = ["population.availability='trace'", f"population.availability_csv='{csv}'"]
+    proc = subprocess.run(
+        [sys.executable, "-m", "fedsim.cli", "run", str(path), "-q", "--out", str(tmp_path / "o"),
+         *[a for o in sets for a in ("--set", o)]], capture_output=True, text=True,
+    )  # fmt: skip
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "population.availability_csv" in lines[0], proc.stderr
+    assert not (tmp_path / "o").exists()
