@@ -93,6 +93,11 @@ class AsyncServer(Server):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        if self.client_state:
+            names = ", ".join(self.client_state)
+            raise ConfigError(
+                f"server.mode: 'async' cannot keep per-client state ({names}) across versions"
+            )
         self.opts: AsyncConfig = self.cfg.async_
         self._flights: dict[int, _Flight] = {}
         self._events: list[tuple[float, int]] = []  # (end_s, seq), a heap
