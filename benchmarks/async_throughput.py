@@ -56,6 +56,7 @@ def main() -> None:
     ap.add_argument("--backend", choices=["local", "ray"], default="local")
     ap.add_argument("--workers", type=int, default=2)
     a = ap.parse_args()
+    throughput("sync_fedavg.toml", 1, [], a)  # warm-up: Ray's start is nobody's throughput
     got: dict[str, list[tuple]] = {name: [] for name in RUNS}
     for _ in range(a.repeat):
         for name, (config, per_step, extra) in RUNS.items():
