@@ -58,7 +58,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if s["resumed_from_rounds"]:
         print(f"resumed from round {s['resumed_from_rounds'][-1]}")
     print(
-        f"{s['rounds']} rounds, final test accuracy {s['final_test_accuracy']:.4f}, "
+        f"{s['rounds']} {'server steps' if result.config.server.mode == 'async' else 'rounds'}, "
+        f"final test accuracy {s['final_test_accuracy']:.4f}, "
         f"simulated time {s['sim_time_s']:.1f} s, "
         f"{(s['bytes_up_total'] + s['bytes_down_total']) / 1e6:.1f} MB communicated, "
         f"wall time {s['wall_time_s']:.1f} s"
