@@ -64,7 +64,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if "final_test_rmse" in s:
         score = f"final test MAE {s['final_test_mae']:.4f}, RMSE {s['final_test_rmse']:.4f}"
     print(
-        f"{s['rounds']} rounds, {score}, "
+        f"{s['rounds']} {'server steps' if result.config.server.mode == 'async' else 'rounds'}, "
+        f"{score}, "
         f"simulated time {s['sim_time_s']:.1f} s, "
         f"{(s['bytes_up_total'] + s['bytes_down_total']) / 1e6:.1f} MB communicated, "
         f"wall time {s['wall_time_s']:.1f} s"

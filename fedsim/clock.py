@@ -63,6 +63,54 @@ class RoundPlan:
         return int(np.count_nonzero(self.outcome == outcome))
 
 
+@dataclass(frozen=True)
+class Timelines:
+    """Clients' timelines from the moment they start (arrays aligned with their ids)."""
+
+    download_s: np.ndarray
+    epoch_s: np.ndarray
+    upload_s: np.ndarray
+    dropped: np.ndarray  # bool: fails at drop_time and sends nothing
+    drop_time: np.ndarray  # seconds after the start (meaningful where dropped)
+
+    @property
+    def compute_s(self) -> np.ndarray:
+        return self.local_epochs * self.epoch_s
+
+    @property
+    def finish(self) -> np.ndarray:
+        return self.download_s + self.compute_s + self.upload_s
+
+    local_epochs: int = 1
+
+
+def timelines(
+    population: Population,
+    ids: np.ndarray,
+    num_samples: np.ndarray,
+    key: int,
+    local_epochs: int,
+    model_bytes: int,
+    update_bytes: int,
+) -> Timelines:
+    """Every client's download, compute and upload time and whether it drops (keyed by ``key``).
+
+    ``key`` is the round in synchronous mode and the client's start number in asynchronous mode:
+    each draw is a function of (seed, key, client id) alone.
+    """
+    seed = population.seed
+    download_s = model_bytes / population.download_bandwidth[ids].astype(np.float64)
+    upload_s = update_bytes / population.upload_bandwidth[ids].astype(np.float64)
+    epoch_s = num_samples / population.speed[ids].astype(np.float64)
+    jitter = population.cfg.compute_jitter
+    if jitter > 0:
+        epoch_s = epoch_s * np.exp(jitter * normal(seed, key, Purpose.JITTER, ids))
+    finish = download_s + local_epochs * epoch_s + upload_s
+    dropped = uniform(seed, key, Purpose.DROPOUT, ids) < population.dropout_rate[ids]
+    drop_time = uniform(seed, key, Purpose.DROP_POINT, ids) * finish
+    return Timelines(download_s, epoch_s, upload_s, dropped, drop_time, local_epochs)
+
+
 def plan_round(
     population: Population,
     ids: np.ndarray,
@@ -81,17 +129,9 @@ def plan_round(
     seed = population.seed
     ids = np.asarray(ids, dtype=np.int64)
     n = np.asarray(num_samples, dtype=np.int64)
-    download_s = model_bytes / population.download_bandwidth[ids].astype(np.float64)
-    upload_s = update_bytes / population.upload_bandwidth[ids].astype(np.float64)
-    epoch_s = n / population.speed[ids].astype(np.float64)
-    jitter = population.cfg.compute_jitter
-    if jitter > 0:
-        epoch_s = epoch_s * np.exp(jitter * normal(seed, round_, Purpose.JITTER, ids))
-    compute_s = local_epochs * epoch_s
-    finish = download_s + compute_s + upload_s
-
-    dropped = uniform(seed, round_, Purpose.DROPOUT, ids) < population.dropout_rate[ids]
-    drop_time = uniform(seed, round_, Purpose.DROP_POINT, ids) * finish
+    tl = timelines(population, ids, n, round_, local_epochs, model_bytes, update_bytes)
+    download_s, epoch_s, upload_s = tl.download_s, tl.epoch_s, tl.upload_s
+    compute_s, finish, dropped, drop_time = tl.compute_s, tl.finish, tl.dropped, tl.drop_time
 
     if straggler_fraction > 0:
         return _plan_fraction_stragglers(

@@ -214,7 +214,7 @@ class PopulationConfig:
     dropout_rate: Dist = field(
         default=Dist(value=0.0), metadata=check(_dist_in(0, 1, hi_open=True))
     )
-    availability: Literal["always", "bernoulli", "periodic"] = "always"
+    availability: Literal["always", "bernoulli", "periodic", "diurnal", "trace"] = "always"
     online_probability: Dist = field(
         default=Dist(value=1.0), metadata=check(_dist_in(0, 1, lo_open=True))
     )
@@ -222,6 +222,11 @@ class PopulationConfig:
     on_fraction: Dist = field(default=Dist(value=1.0), metadata=check(_dist_in(0, 1, lo_open=True)))
     compute_jitter: float = field(default=0.0, metadata=check(non_negative, finite))
     profiles_csv: str = ""
+    # diurnal: peak online probability / trough online probability over the day (period_s)
+    diurnal_ratio: float = field(default=4.0, metadata=check(at_least(1.0)))
+    diurnal_peak_hour: float = field(default=0.0, metadata=check(in_range(0, 24, hi_open=True)))
+    # trace: a CSV of online intervals (client_id, start_s, end_s), repeated over its span
+    availability_csv: str = ""
 
     def validate(self) -> str | None:
         if not math.isfinite(sum(t.weight for t in self.tiers)):
@@ -230,16 +235,18 @@ class PopulationConfig:
             return f"tiers: at most {MAX_TIERS} tiers, got {len(self.tiers)}"
         # Keys of an availability model that is not the chosen one would be ignored.
         default = PopulationConfig.__dataclass_fields__
-        unused = {
-            "online_probability": self.availability != "bernoulli",
-            "on_fraction": self.availability != "periodic",
-            "period_s": self.availability != "periodic",
+        used_with = {
+            "online_probability": ("bernoulli", "diurnal"),
+            "on_fraction": ("periodic",),
+            "period_s": ("periodic", "diurnal"),
+            "diurnal_ratio": ("diurnal",),
+            "diurnal_peak_hour": ("diurnal",),
         }
-        for name, off in unused.items():
-            if off and getattr(self, name) != default[name].default:
-                wants = "bernoulli" if name == "online_probability" else "periodic"
+        for name, modes in used_with.items():
+            if self.availability not in modes and getattr(self, name) != default[name].default:
+                wants = " or ".join(repr(m) for m in modes)
                 return (
-                    f"{name}: used only with availability = {wants!r} "
+                    f"{name}: used only with availability = {wants} "
                     f"(availability is {self.availability!r})"
                 )
         for name in PER_CLIENT_ATTRIBUTES:
@@ -252,6 +259,8 @@ class PopulationConfig:
                         f"{name}.values: {len(d.values)} values for {len(self.tiers)} "
                         "population.tiers"
                     )
+        if (self.availability == "trace") != bool(self.availability_csv):
+            return "availability_csv: needs availability = 'trace' and the other way round"
         return None
 
 
@@ -269,6 +278,7 @@ class TrainingConfig:
 
 @dataclass(frozen=True)
 class ServerConfig:
+    mode: Literal["sync", "async"] = "sync"
     rounds: int = field(default=10, metadata=check(positive))
     clients_per_round: int = field(default=10, metadata=check(positive))
     over_selection: float = field(default=1.0, metadata=check(at_least(1.0), finite))
@@ -283,6 +293,22 @@ class ServerConfig:
     target_accuracy: float = field(default=0.0, metadata=check(in_range(0, 1)))
     # L2 norm of a client's update (w_k - w_global) above which it is rejected; inf = no bound.
     max_update_norm: float = field(default=math.inf, metadata=check(positive))
+
+
+@dataclass(frozen=True)
+class AsyncConfig:
+    """Asynchronous training (``server.mode = "async"``): FedBuff, FedAsync for K = 1."""
+
+    concurrency: int = field(default=100, metadata=check(positive))  # clients training at once
+    buffer_size: int = field(default=10, metadata=check(positive))  # K updates per server step
+    staleness_weight: Literal["constant", "polynomial", "hinge"] = "polynomial"
+    staleness_exponent: float = field(default=0.5, metadata=check(non_negative))
+    hinge_a: float = field(default=10.0, metadata=check(non_negative))
+    hinge_b: float = field(default=4.0, metadata=check(non_negative))
+    # Updates staler than this many versions are discarded; inf = keep all.
+    max_staleness: float = field(default=math.inf, metadata=check(non_negative))
+    # Simulated seconds before an empty slot tries again when no client is online.
+    idle_retry_s: float = field(default=60.0, metadata=check(positive))
 
 
 def _ray_address(v: str) -> str | None:
@@ -332,6 +358,7 @@ class Config:
     runtime: RuntimeConfig = RuntimeConfig()
     faults: FaultsConfig = FaultsConfig()
     privacy: PrivacyOptions = PrivacyOptions()
+    async_: AsyncConfig = AsyncConfig()  # the TOML section [async] (a Python keyword)
     # The section of a kind other than horizontal (e.g. [vertical]) as written; its module
     # validates it. A horizontal run has none.
     kind_table: dict[str, Any] = field(default_factory=dict)
@@ -346,10 +373,10 @@ class Config:
             comp: ComponentConfig = getattr(self, section)
             out[section] = {key: comp.name, **to_table(comp.options)}
         for section in _PLAIN:
-            out[section] = to_table(getattr(self, section))
+            out[section] = to_table(getattr(self, _FIELDS.get(section, section)))
         # The default kind is not written, so horizontal configs and checkpoints read as before.
         del out["experiment"]["kind"]
-        return {s: out[s] for s in _SECTIONS}
+        return {s: out[s] for s in SECTIONS}
 
 
 _COMPONENTS: dict[str, tuple[str, Registry]] = {
@@ -359,7 +386,6 @@ _COMPONENTS: dict[str, tuple[str, Registry]] = {
     "strategy": ("name", STRATEGIES),
     "aggregator": ("name", AGGREGATORS),
 }
-_SECTIONS = [s for s in Config.__dataclass_fields__ if s != "kind_table"]
 _PLAIN: dict[str, type] = {
     "experiment": ExperimentConfig,
     "population": PopulationConfig,
@@ -368,7 +394,16 @@ _PLAIN: dict[str, type] = {
     "runtime": RuntimeConfig,
     "faults": FaultsConfig,
     "privacy": PrivacyOptions,
+    "async": AsyncConfig,
 }
+#: TOML section name -> Config field, where they differ.
+_FIELDS = {"async": "async_"}
+#: The TOML sections, in Config's order.
+SECTIONS = [
+    {v: k for k, v in _FIELDS.items()}.get(f, f)
+    for f in Config.__dataclass_fields__
+    if f != "kind_table"
+]
 
 
 def _component(section: str, table: dict[str, Any]) -> ComponentConfig:
@@ -388,9 +423,9 @@ def _component(section: str, table: dict[str, Any]) -> ComponentConfig:
 
 def from_dict(raw: dict[str, Any]) -> Config:
     """Validate a raw TOML mapping into a :class:`Config`; raises ConfigError on bad input."""
-    unknown = sorted(set(raw) - set(_SECTIONS) - set(KIND_MODULES))
+    unknown = sorted(set(raw) - set(SECTIONS) - set(KIND_MODULES))
     if unknown:
-        known = ", ".join([*_SECTIONS, *KIND_MODULES])
+        known = ", ".join([*SECTIONS, *KIND_MODULES])
         raise ConfigError(f"{unknown[0]}: unknown section (sections: {known})")
     experiment = build(ExperimentConfig, raw.get("experiment", {}), "experiment")
     if experiment.kind != HORIZONTAL:
@@ -402,12 +437,13 @@ def from_dict(raw: dict[str, Any]) -> Config:
             f"{HORIZONTAL!r} (set experiment.kind or remove the section)"
         )
     sections: dict[str, Any] = {}
-    for section in _SECTIONS:
+    for section in SECTIONS:
         table = raw.get(section, {})
+        name = _FIELDS.get(section, section)
         if section in _COMPONENTS:
-            sections[section] = _component(section, table)
+            sections[name] = _component(section, table)
         else:
-            sections[section] = build(_PLAIN[section], table, section)
+            sections[name] = build(_PLAIN[section], table, section)
     cfg = Config(**sections)
     _cross_check(cfg)
     return cfg
@@ -454,6 +490,27 @@ def _cross_check(cfg: Config) -> None:
         memory.population_bytes(n, drawn, bool(pop.tiers), pop.availability == "periodic"),
         f"a population of {n} clients",
     )
+    if cfg.server.mode == "async":
+        _check_async(cfg)
+
+
+def _check_async(cfg: Config) -> None:
+    """What asynchronous training cannot combine with, each refused in one line."""
+    if cfg.privacy.enabled or cfg.privacy.secure_aggregation:
+        raise ConfigError(
+            "server.mode: 'async' with [privacy] is refused: DP-FedAvg's accounting and secure "
+            "aggregation's masks assume a synchronous cohort per round"
+        )
+    if math.isfinite(cfg.server.deadline_s) or cfg.server.straggler_fraction > 0:
+        raise ConfigError(
+            "server.deadline_s: round deadlines and straggler_fraction are synchronous; async "
+            "has no rounds (set deadline_s = inf, straggler_fraction = 0)"
+        )
+    if cfg.async_.concurrency > cfg.population.num_clients:
+        raise ConfigError(
+            f"async.concurrency: must be <= population.num_clients "
+            f"({cfg.population.num_clients}), got {cfg.async_.concurrency}"
+        )
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:

@@ -25,13 +25,16 @@ class Column:
 
 #: rounds.csv: one row per round. The README's table of columns is checked against this.
 ROUND_SCHEMA: tuple[Column, ...] = (
-    Column("round", "round number, from 1"),
+    Column("round", "round number, from 1 (async: server step)"),
+    Column("model_version", "async: model version after the step (empty in sync runs)"),
     Column("sim_time_s", "simulated time at the end of the round (s)"),
     Column("round_duration_s", "simulated length of the round (s)"),
     Column("selected", "clients selected (the cohort, over-selection included)"),
     Column("completed", "clients that finished within the deadline and were kept"),
     Column(
-        "stragglers", "clients that did not finish in time (partial work if the policy keeps it)"
+        "stragglers",
+        "clients that did not finish in time (partial work if the policy keeps it); async: "
+        "updates discarded as staler than async.max_staleness",
     ),
     Column("dropped", "clients that failed mid-round"),
     Column("reporting", "clients whose update reached the server"),
@@ -41,6 +44,8 @@ ROUND_SCHEMA: tuple[Column, ...] = (
     Column("cum_bytes_down", "bytes_down summed over rounds so far"),
     Column("cum_bytes_up", "bytes_up summed over rounds so far"),
     Column("cum_bytes", "cum_bytes_down + cum_bytes_up"),
+    Column("staleness_mean", "async: mean staleness (versions behind) of the step's updates"),
+    Column("staleness_max", "async: largest staleness among the step's updates"),
     Column("train_loss", "sample-weighted mean of the reporting clients' local training loss"),
     Column("test_accuracy", "accuracy of the global model on the test set (when evaluated)"),
     Column("test_loss", "loss of the global model on the test set (cross-entropy, or MSE)"),
@@ -75,6 +80,10 @@ CLIENT_SCHEMA: tuple[Column, ...] = (
     Column("upload_s", "simulated upload time (s)"),
     Column("train_loss", "its mean local training loss (NaN if it did not train)"),
     Column("rejected", "its update was rejected"),
+    Column("model_version", "async only: the model version it downloaded"),
+    Column("start_s", "async only: simulated time it started (s)"),
+    Column("finish_s", "async only: simulated time it arrived or dropped (s)"),
+    Column("staleness", "async only: versions made between its download and its arrival"),
     Column("protocol_bytes_up", "secure aggregation only: protocol messages sent (bytes)"),
     Column("protocol_bytes_down", "secure aggregation only: protocol messages received (bytes)"),
 )
@@ -215,7 +224,7 @@ def read_rounds(path: Path) -> pd.DataFrame:
     frame = pd.read_csv(path)
     for col in TEXT_COLUMNS:
         if col in frame.columns:
-            frame[col] = frame[col].fillna("").astype(str)
+            frame[col] = frame[col].astype(object).fillna("").astype(str)
     return frame
 
 

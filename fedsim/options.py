@@ -22,6 +22,18 @@ class ConfigError(ValueError):
     """Bad experiment input. ``str(err)`` is one line: the key or file, then what is wrong."""
 
 
+def read_csv_input(path: Any, key: str) -> Any:
+    """A CSV file named by config key ``key`` as a DataFrame; ConfigError if it cannot be read."""
+    import pandas as pd
+
+    try:
+        return pd.read_csv(path)
+    except FileNotFoundError:
+        raise ConfigError(f"{key}: {path}: no such file") from None
+    except (OSError, pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as e:
+        raise ConfigError(f"{key}: {path}: cannot be read as CSV ({e})") from None
+
+
 def check(*checks: Check) -> dict[str, Any]:
     """Field metadata attaching value checks; each returns an error text or None."""
     return {"checks": checks}

@@ -13,8 +13,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from fedsim.availability import Diurnal, Trace
 from fedsim.config import F32_MAX, F32_TINY, MAX_TIERS, Dist, PopulationConfig
-from fedsim.options import ConfigError
+from fedsim.options import ConfigError, read_csv_input
 from fedsim.rng import Purpose, generator, uniform
 
 # Attribute name -> (column index for keyed draws, allowed range check for CSV values).
@@ -52,6 +53,17 @@ class Population:
         )
         if cfg.profiles_csv:
             self._load_csv(_resolve(cfg.profiles_csv, base_dir))
+        self.curve: Diurnal | Trace | None = None
+        if cfg.availability == "diurnal":
+            self.curve = Diurnal(
+                seed,
+                self.online_probability,
+                cfg.period_s,
+                cfg.diurnal_ratio,
+                cfg.diurnal_peak_hour,
+            )
+        elif cfg.availability == "trace":
+            self.curve = Trace(_resolve(cfg.availability_csv, base_dir), n)
 
     speed: np.ndarray
     download_bandwidth: np.ndarray
@@ -75,12 +87,7 @@ class Population:
 
     def _load_csv(self, path: Path) -> None:
         key = "population.profiles_csv"
-        try:
-            df = pd.read_csv(path)
-        except FileNotFoundError:
-            raise ConfigError(f"{key}: {path}: no such file") from None
-        except (OSError, pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as e:
-            raise ConfigError(f"{key}: {path}: cannot be read as CSV ({e})") from None
+        df = read_csv_input(path, key)
         missing = [c for c in _REQUIRED_CSV if c not in df.columns]
         if missing:
             raise ConfigError(
@@ -151,8 +158,25 @@ class Population:
         if mode == "bernoulli":
             u = uniform(self.seed, round_, Purpose.ONLINE, ids)
             return u < self.online_probability[ids]
+        if self.curve is not None:
+            return self.curve.is_online(np.asarray(ids, dtype=np.int64), t)
         pos = np.mod(t / self.cfg.period_s + self.phase[ids], 1.0)
         return pos < self.on_fraction[ids]
+
+    def offline_after(self, ids: np.ndarray, t0: float, t1: np.ndarray) -> np.ndarray:
+        """When each client, online at ``t0``, first goes offline before ``t1`` (inf if not).
+
+        Bernoulli availability is drawn per round, with no time inside it: never.
+        """
+        ids = np.asarray(ids, dtype=np.int64)
+        if self.curve is not None:
+            return self.curve.offline_after(ids, t0, t1)
+        if self.cfg.availability != "periodic":
+            return np.full(len(ids), np.inf)
+        period = self.cfg.period_s
+        pos = np.mod(t0 / period + self.phase[ids], 1.0)
+        off = t0 + (self.on_fraction[ids] - pos) * period
+        return np.where(off < t1, off, np.inf)
 
     def select(self, round_: int, t: float, count: int) -> np.ndarray:
         """Up to ``count`` distinct online clients, uniformly at random, sorted by id."""
@@ -176,6 +200,8 @@ class Population:
     def _online_fraction_estimate(self) -> float:
         if self.cfg.availability == "bernoulli":
             return float(np.mean(self.online_probability[: min(self.num_clients, 10_000)]))
+        if self.curve is not None:
+            return self.curve.online_fraction()
         return float(np.mean(self.on_fraction[: min(self.num_clients, 10_000)]))
 
 

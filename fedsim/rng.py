@@ -38,6 +38,8 @@ class Purpose(IntEnum):
     VERTICAL_SPLIT = 18
     VERTICAL_INIT = 19
     VERTICAL_SHUFFLE = 20
+    ASYNC_PICK = 21
+    ZONE = 22
 
 
 def generator(seed: int, *keys: int) -> np.random.Generator:
@@ -55,12 +57,19 @@ def _mix(z: np.ndarray) -> np.ndarray:
     return z ^ (z >> np.uint64(31))
 
 
+def _mix_int(z: int) -> int:
+    # _mix on one Python int (64-bit wrap-around by masking): the same bits, without arrays.
+    m = 0xFFFFFFFFFFFFFFFF
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & m
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & m
+    return z ^ (z >> 31)
+
+
 def _key(seed: int, round_: int, purpose: int) -> np.uint64:
-    with np.errstate(over="ignore"):
-        k = _mix(np.array([seed & 0xFFFFFFFFFFFFFFFF], dtype=np.uint64))
-        k = _mix(k ^ np.uint64(round_ & 0xFFFFFFFFFFFFFFFF))
-        k = _mix(k ^ np.uint64(int(purpose)))
-    return k[0]
+    m = 0xFFFFFFFFFFFFFFFF
+    k = _mix_int(seed & m)
+    k = _mix_int(k ^ (round_ & m))
+    return np.uint64(_mix_int(k ^ int(purpose)))
 
 
 def uniform(seed: int, round_: int, purpose: int, ids: np.ndarray) -> np.ndarray:

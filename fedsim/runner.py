@@ -34,9 +34,10 @@ from fedsim.provenance import provenance
 from fedsim.registry import AGGREGATORS, MODELS, STRATEGIES
 from fedsim.rundir import CONFIG_FILE, PARTITION_FILE, SUMMARY_FILE, default_out_dir
 from fedsim.runtime.address import probe_address
+from fedsim.runtime.asynchronous import check_strategy
 from fedsim.runtime.errors import RunError, WorkerFailedError
 from fedsim.runtime.executors import LocalExecutor
-from fedsim.runtime.server import RoundResult, Server, ServerActor
+from fedsim.runtime.server import RoundResult, ServerActor, server_class
 from fedsim.runtime.work import TrainSpec
 from fedsim.strategies.base import Strategy
 
@@ -115,6 +116,8 @@ def prepare(
     if strategy is None:
         strategy = STRATEGIES.get(cfg.strategy.name).factory(cfg.strategy.options)
     _check_strategy(strategy, "strategy.name")
+    if cfg.server.mode == "async":
+        check_strategy(strategy, cfg.strategy.name)
     aggregator = AGGREGATORS.get(cfg.aggregator.name).factory(cfg.aggregator.options)
     if not isinstance(aggregator, Aggregator):
         raise ConfigError(f"aggregator.name: {cfg.aggregator.name!r} did not make an Aggregator")
@@ -164,7 +167,8 @@ def train_spec(cfg: Config, strategy: Strategy, aggregator: Aggregator | None = 
     return TrainSpec(
         seed=cfg.experiment.seed,
         client=strategy.client,
-        streaming=aggregator is None or aggregator.streaming,
+        # Asynchronous steps need each client's update: they arrive at different steps.
+        streaming=(aggregator is None or aggregator.streaming) and cfg.server.mode == "sync",
         max_update_norm=cfg.server.max_update_norm,
         nan_update_rate=cfg.faults.nan_update_rate,
     )
@@ -226,7 +230,7 @@ class _Session:
         self.backend = cfg.runtime.backend
         if self.backend == "local":
             executor = LocalExecutor(exp.model, exp.dataset, spec)
-            self.server = Server(
+            self.server = server_class(cfg)(
                 cfg,
                 exp.dataset,
                 exp.model,

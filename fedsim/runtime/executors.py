@@ -8,7 +8,7 @@ from abc import ABC, abstractmethod
 from typing import Any
 
 import numpy as np
-from threadpoolctl import threadpool_limits
+from threadpoolctl import ThreadpoolController, threadpool_limits
 
 from fedsim.data.base import FederatedDataset
 from fedsim.models.base import Model
@@ -48,6 +48,7 @@ class LocalExecutor(Executor):
 
     def __init__(self, model: Model, dataset: FederatedDataset, spec: TrainSpec) -> None:
         self.model, self.dataset, self.spec = model, dataset, spec
+        self._blas: ThreadpoolController | None = None
 
     async def train(
         self,
@@ -56,7 +57,10 @@ class LocalExecutor(Executor):
         chunks: list[Chunk],
         pipeline: Pipeline | None = None,
     ) -> list[ChunkResult]:
-        with threadpool_limits(limits=1):
+        # Finding the BLAS libraries reads the process's memory map (about 15 ms): once.
+        if self._blas is None:
+            self._blas = ThreadpoolController()
+        with self._blas.limit(limits=1):
             return train_chunks(
                 self.model, self.dataset, w_global, self.spec, ctx, chunks, pipeline
             )

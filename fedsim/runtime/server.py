@@ -128,7 +128,7 @@ class Server:
             results = await self._client_work(rnd)
             agg = self._aggregate(rnd, results)
             if agg is not None:
-                self._server_step(rnd, agg)
+                self._server_step(rnd.r, rnd.train_loss, agg)
         if self.privacy is not None and self.privacy.dp and not rnd.failed:
             self.privacy.after_round(rnd.r, rnd.unclipped)
         rnd.times["train_s"] = time.perf_counter() - t0 - rnd.times["server_s"]
@@ -216,7 +216,7 @@ class Server:
         """The round's aggregate, or None if the round failed or was aborted."""
         srv, plan = self.cfg.server, rnd.plan
         accepted = plan.contributes & ~rnd.rejected
-        self._check_rejections(rnd.r, plan, plan.contributes, accepted, rnd.client_loss)
+        self._check_rejections(rnd.r, plan.num_samples, plan.contributes, accepted, rnd.client_loss)
         count = int(np.count_nonzero(accepted))
         rnd.failed = count < srv.min_completed
         if rnd.failed:
@@ -255,17 +255,15 @@ class Server:
                 delta = model - self.w
         return Aggregate(delta, count, weights, payloads, model)
 
-    def _server_step(self, rnd: _Round, agg: Aggregate) -> None:
+    def _server_step(self, r: int, train_loss: float, agg: Aggregate) -> None:
         """The strategy's server update; a non-finite model or loss stops the run."""
         w_next = self.strategy.server_update(self.w, agg)
         # Checked before the model is replaced: it never holds a non-finite value.
-        if not math.isfinite(rnd.train_loss):
-            raise DivergedError(
-                rnd.r, f"training diverged at round {rnd.r} (train loss {rnd.train_loss})"
-            )
+        if not math.isfinite(train_loss):
+            raise DivergedError(r, f"training diverged at round {r} (train loss {train_loss})")
         if not np.isfinite(w_next).all():
             raise DivergedError(
-                rnd.r, f"training diverged at round {rnd.r} (the aggregated model is not finite)"
+                r, f"training diverged at round {r} (the aggregated model is not finite)"
             )
         self.w = w_next
 
@@ -359,13 +357,17 @@ class Server:
             **rnd.times,
         }
 
+    def tier_names(self, ids: np.ndarray) -> np.ndarray:
+        """Each client's device tier name (clients.csv's ``tier``)."""
+        names = np.asarray(self.population.tier_names or ("all",), dtype=object)
+        return names[np.minimum(self.population.tier[ids], len(names) - 1)]
+
     def _client_records(self, rnd: _Round) -> dict[str, np.ndarray]:
         plan, ids = rnd.plan, rnd.ids
-        names = np.asarray(self.population.tier_names or ("all",), dtype=object)
         clients = {
             "round": np.full(len(ids), rnd.r, dtype=np.int64),
             "client_id": ids,
-            "tier": names[np.minimum(self.population.tier[ids], len(names) - 1)],
+            "tier": self.tier_names(ids),
             "outcome": OUTCOME_NAMES[plan.outcome],
             "num_samples": plan.num_samples,
             "epochs_done": plan.epochs_done,
@@ -416,7 +418,7 @@ class Server:
     def _check_rejections(
         self,
         r: int,
-        plan: Any,
+        num_samples: np.ndarray,
         reporting: np.ndarray,
         accepted: np.ndarray,
         client_loss: np.ndarray,
@@ -428,7 +430,7 @@ class Server:
         if math.isfinite(bound) and np.isfinite(client_loss[reporting]).any():
             return  # rejected by the norm bound, not diverged: the round fails, counted as such
         why = "non-finite" if math.isinf(bound) else f"non-finite or of norm above {bound:g}"
-        n = plan.num_samples[reporting].astype(np.float64)
+        n = num_samples[reporting].astype(np.float64)
         with np.errstate(invalid="ignore", over="ignore"):
             loss = float(np.dot(n, client_loss[reporting]) / n.sum())
         raise DivergedError(
@@ -473,6 +475,15 @@ class Server:
             store.load_state_dict(state["client_state"][name])
 
 
+def server_class(cfg: Config) -> type[Server]:
+    """The server of ``server.mode``: synchronous rounds or asynchronous steps."""
+    if cfg.server.mode == "async":
+        from fedsim.runtime.asynchronous import AsyncServer
+
+        return AsyncServer
+    return Server
+
+
 class ServerActor:
     """The server as a Ray actor: an asyncio round loop driving the worker pool."""
 
@@ -500,7 +511,7 @@ class ServerActor:
             kill_at_round=cfg.faults.kill_worker_at_round,
             kill_times=cfg.faults.kill_worker_times,
         )
-        self.server = Server(
+        self.server = server_class(cfg)(
             cfg, dataset, model, strategy, population, self.executor, aggregator, stages
         )
 
