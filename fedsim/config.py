@@ -252,6 +252,25 @@ class FaultsConfig:
 
 
 @dataclass(frozen=True)
+class CompressionConfig:
+    """``[compression]``: how updates (``up``) and the broadcast model (``down``) are encoded.
+
+    Formats and their exact sizes: :mod:`fedsim.pipeline.encoding`.
+    """
+
+    up: Literal["none", "int8", "qsgd", "topk", "randk", "sign"] = "none"
+    bits: int = field(default=4, metadata=check(in_range(2, 8)))  # qsgd: bits per value
+    fraction: float = field(default=0.01, metadata=check(in_range(0, 1, lo_open=True)))
+    error_feedback: bool = False  # keep each client's compression error and add it next time
+    down: Literal["none", "int8"] = "none"
+
+    def validate(self) -> str | None:
+        if self.error_feedback and self.up == "none":
+            return "error_feedback: needs an update encoding (compression.up), got 'none'"
+        return None
+
+
+@dataclass(frozen=True)
 class Config:
     experiment: ExperimentConfig = ExperimentConfig()
     data: ComponentConfig = ComponentConfig("synthetic", None)
@@ -265,6 +284,7 @@ class Config:
     runtime: RuntimeConfig = RuntimeConfig()
     faults: FaultsConfig = FaultsConfig()
     privacy: PrivacyOptions = PrivacyOptions()
+    compression: CompressionConfig = CompressionConfig()
 
     def to_dict(self) -> dict[str, Any]:
         """The resolved config as plain TOML-ready tables (inverse of :func:`from_dict`)."""
@@ -293,6 +313,7 @@ _PLAIN: dict[str, type] = {
     "runtime": RuntimeConfig,
     "faults": FaultsConfig,
     "privacy": PrivacyOptions,
+    "compression": CompressionConfig,
 }
 
 
@@ -348,6 +369,24 @@ def _cross_check(cfg: Config) -> None:
     err = cfg.privacy.check_against(n, k, cfg.server.over_selection)
     if err:
         raise ConfigError(f"privacy.{err}")
+    _check_compression(cfg)
+
+
+def _check_compression(cfg: Config) -> None:
+    """Update encodings compose with central DP only (compress, then clip, then noise)."""
+    up, p = cfg.compression.up, cfg.privacy
+    if up == "none":
+        return
+    if p.secure_aggregation:
+        raise ConfigError(
+            f"compression.up: {up!r} is not additive (per-client scales or positions), which "
+            "privacy.secure_aggregation needs; use compression.up = 'none'"
+        )
+    if p.enabled and (p.local_noise_multiplier > 0 or p.distributed_noise):
+        raise ConfigError(
+            f"compression.up: client-side DP noise makes the update dense after {up!r}; "
+            "compress only with central DP (privacy.local_noise_multiplier = 0)"
+        )
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:

@@ -71,6 +71,7 @@ CLIENT_SCHEMA: tuple[Column, ...] = (
     Column("upload_s", "simulated upload time (s)"),
     Column("train_loss", "its mean local training loss (NaN if it did not train)"),
     Column("rejected", "its update was rejected"),
+    Column("bytes_up", "bytes of its update upload (0 if nothing reached the server)"),
     Column("protocol_bytes_up", "secure aggregation only: protocol messages sent (bytes)"),
     Column("protocol_bytes_down", "secure aggregation only: protocol messages received (bytes)"),
 )

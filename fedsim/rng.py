@@ -33,6 +33,8 @@ class Purpose(IntEnum):
     STRAGGLER = 13
     PARTITION = 14
     FAULT_NAN = 15
+    QSGD = 16  # stochastic rounding of QSGD levels
+    RANDK = 17  # a random-k mask seed
 
 
 def generator(seed: int, *keys: int) -> np.random.Generator:

@@ -28,6 +28,7 @@ from fedsim.data import FederatedDataset, build_dataset
 from fedsim.metrics import Recorder, write_json, write_text
 from fedsim.models.base import Model
 from fedsim.options import ConfigError
+from fedsim.pipeline.compression import upload_stages
 from fedsim.population import Population
 from fedsim.privacy.rounds import round_accountant
 from fedsim.registry import AGGREGATORS, MODELS, STRATEGIES
@@ -195,6 +196,7 @@ class _Session:
     def __init__(self, exp: Experiment) -> None:
         cfg = exp.cfg
         spec = train_spec(cfg, exp.strategy, exp.aggregator)
+        stages = upload_stages(cfg.compression)
         self.backend = cfg.runtime.backend
         if self.backend == "local":
             executor = LocalExecutor(exp.model, exp.dataset, spec)
@@ -206,6 +208,7 @@ class _Session:
                 exp.population,
                 executor,
                 exp.aggregator,
+                stages,
             )
             self.num_workers = 1
             return
@@ -226,6 +229,7 @@ class _Session:
             exp.population,
             self.num_workers,
             exp.aggregator,
+            stages,
         )
 
     def round(self) -> RoundResult:
