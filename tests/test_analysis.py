@@ -652,3 +652,13 @@ def test_frontier_keeps_only_undominated_points() -> None:
     cost = np.array([1.0, 2.0, 2.0, 3.0, 4.0])
     value = np.array([0.5, 0.4, 0.7, 0.7, 0.9])
     assert frontier(cost, value).tolist() == [True, False, True, False, True]
+
+
+def test_pareto_counts_upload_bytes_alone_when_asked(tmp_path: Path) -> None:
+    from fedsim.analysis.pareto import pareto_points
+
+    run = make_run(tmp_path / "a", [0.5, 0.6])
+    up = pareto_points([run], which="up")
+    assert up["total_bytes"].tolist() == [2 * UP_PER_ROUND]
+    total = pareto_points([run])
+    assert total["total_bytes"].tolist() == [2 * (UP_PER_ROUND + DOWN_PER_ROUND)]

@@ -19,17 +19,22 @@ from fedsim.analysis.plots import PlotResult, RunsLike, _figure, legend_below
 from fedsim.analysis.runs import Run, _require_columns, group_labels, group_seeds
 
 Metric = Literal["final", "best"]
+Which = Literal["total", "up", "down"]
 
 
-def pareto_points(runs: RunsLike, metric: Metric = "final") -> pd.DataFrame:
-    """One row per configuration: label, seeds, bytes and accuracy (mean, min, max), frontier."""
+def pareto_points(runs: RunsLike, metric: Metric = "final", which: Which = "total") -> pd.DataFrame:
+    """One row per configuration: label, seeds, bytes and accuracy (mean, min, max), frontier.
+
+    ``which`` counts the bytes of both directions (``total``), or uploads (``up``) or
+    downloads (``down``) only; the column is still called ``total_bytes``.
+    """
     if metric not in ("final", "best"):
         raise ValueError(f"metric must be 'final' or 'best', got {metric!r}")
     groups = group_seeds(runs)
     rows = []
     for label, group in zip(group_labels(groups), groups, strict=True):
         acc = np.array([_accuracy(run, metric) for run in group])
-        total = np.array([_total_bytes(run) for run in group], dtype=np.float64)
+        total = np.array([_total_bytes(run, which) for run in group], dtype=np.float64)
         rows.append(
             {
                 "label": label,
@@ -53,9 +58,9 @@ def frontier(cost: np.ndarray, value: np.ndarray | pd.Series) -> np.ndarray:
     return ~(no_worse & better).any(axis=1)
 
 
-def plot_pareto(runs: RunsLike, metric: Metric = "final") -> PlotResult:
+def plot_pareto(runs: RunsLike, metric: Metric = "final", which: Which = "total") -> PlotResult:
     """Accuracy against total bytes (log scale); points numbered, the frontier a step line."""
-    points = pareto_points(runs, metric)
+    points = pareto_points(runs, metric, which)
     unit, size = byte_unit(points["total_bytes"].max())
     x = points["total_bytes"] / size
     fig, ax = _figure()
@@ -77,7 +82,8 @@ def plot_pareto(runs: RunsLike, metric: Metric = "final") -> PlotResult:
             zorder=3,
         )
     ax.set_xscale("log")
-    ax.set_xlabel(f"total bytes communicated ({unit})")
+    what = {"total": "communicated", "up": "uploaded", "down": "downloaded"}[which]
+    ax.set_xlabel(f"total bytes {what} ({unit})")
     ax.set_ylabel(f"{metric} test accuracy")
     legend_below(ax)
     return fig, ax, points
@@ -91,9 +97,7 @@ def _accuracy(run: Run, metric: Metric) -> float:
     return float(acc.iloc[-1] if metric == "final" else acc.max())
 
 
-def _total_bytes(run: Run) -> float:
-    r = run.rounds
-    if "cum_bytes" in r:
-        return float(r["cum_bytes"].iloc[-1])
-    _require_columns(r, ["bytes_up", "bytes_down"], "a Pareto plot")
-    return float(r["bytes_up"].sum() + r["bytes_down"].sum())
+def _total_bytes(run: Run, which: Which) -> float:
+    per_round = {"total": ["bytes_up", "bytes_down"], "up": ["bytes_up"], "down": ["bytes_down"]}
+    _require_columns(run.rounds, per_round[which], "a Pareto plot")
+    return float(sum(run.rounds[c].sum() for c in per_round[which]))
