@@ -56,9 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeat", type=int, default=3)
     p.add_argument("--out", help="CSV to write")
     args = p.parse_args(argv)
-    table = measure(
-        args.encodings.split(","), args.workers.split(","), args.rounds, args.repeat
-    )
+    table = measure(args.encodings.split(","), args.workers.split(","), args.rounds, args.repeat)
     print(table.to_string(index=False))
     if args.out:
         table.to_csv(args.out, index=False)
