@@ -345,6 +345,25 @@ class FaultsConfig:
 
 
 @dataclass(frozen=True)
+class CompressionConfig:
+    """``[compression]``: how updates (``up``) and the broadcast model (``down``) are encoded.
+
+    Formats and their exact sizes: :mod:`fedsim.pipeline.encoding`.
+    """
+
+    up: Literal["none", "int8", "qsgd", "topk", "randk", "sign"] = "none"
+    bits: int = field(default=4, metadata=check(in_range(2, 8)))  # qsgd: bits per value
+    fraction: float = field(default=0.01, metadata=check(in_range(0, 1, lo_open=True)))
+    error_feedback: bool = False  # keep each client's compression error and add it next time
+    down: Literal["none", "int8"] = "none"
+
+    def validate(self) -> str | None:
+        if self.error_feedback and self.up == "none":
+            return "error_feedback: needs an update encoding (compression.up), got 'none'"
+        return None
+
+
+@dataclass(frozen=True)
 class Config:
     experiment: ExperimentConfig = ExperimentConfig()
     data: ComponentConfig = ComponentConfig("synthetic", None)
@@ -358,6 +377,7 @@ class Config:
     runtime: RuntimeConfig = RuntimeConfig()
     faults: FaultsConfig = FaultsConfig()
     privacy: PrivacyOptions = PrivacyOptions()
+    compression: CompressionConfig = CompressionConfig()
     async_: AsyncConfig = AsyncConfig()  # the TOML section [async] (a Python keyword)
     # The section of a kind other than horizontal (e.g. [vertical]) as written; its module
     # validates it. A horizontal run has none.
@@ -395,6 +415,7 @@ _PLAIN: dict[str, type] = {
     "faults": FaultsConfig,
     "privacy": PrivacyOptions,
     "async": AsyncConfig,
+    "compression": CompressionConfig,
 }
 #: TOML section name -> Config field, where they differ.
 _FIELDS = {"async": "async_"}
@@ -492,6 +513,7 @@ def _cross_check(cfg: Config) -> None:
     )
     if cfg.server.mode == "async":
         _check_async(cfg)
+    _check_compression(cfg)
 
 
 def _check_async(cfg: Config) -> None:
@@ -510,6 +532,23 @@ def _check_async(cfg: Config) -> None:
         raise ConfigError(
             f"async.concurrency: must be <= population.num_clients "
             f"({cfg.population.num_clients}), got {cfg.async_.concurrency}"
+        )
+
+
+def _check_compression(cfg: Config) -> None:
+    """Update encodings compose with central DP only (compress, then clip, then noise)."""
+    up, p = cfg.compression.up, cfg.privacy
+    if up == "none":
+        return
+    if p.secure_aggregation:
+        raise ConfigError(
+            f"compression.up: {up!r} is not additive (per-client scales or positions), which "
+            "privacy.secure_aggregation needs; use compression.up = 'none'"
+        )
+    if p.enabled and (p.local_noise_multiplier > 0 or p.distributed_noise):
+        raise ConfigError(
+            f"compression.up: client-side DP noise makes the update dense after {up!r}; "
+            "compress only with central DP (privacy.local_noise_multiplier = 0)"
         )
 
 

@@ -80,6 +80,7 @@ CLIENT_SCHEMA: tuple[Column, ...] = (
     Column("upload_s", "simulated upload time (s)"),
     Column("train_loss", "its mean local training loss (NaN if it did not train)"),
     Column("rejected", "its update was rejected"),
+    Column("bytes_up", "bytes of its update upload (0 if nothing reached the server)"),
     Column("model_version", "async only: the model version it downloaded"),
     Column("start_s", "async only: simulated time it started (s)"),
     Column("finish_s", "async only: simulated time it arrived or dropped (s)"),

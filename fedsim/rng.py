@@ -40,6 +40,8 @@ class Purpose(IntEnum):
     VERTICAL_SHUFFLE = 20
     ASYNC_PICK = 21
     ZONE = 22
+    QSGD = 23  # stochastic rounding of QSGD levels
+    RANDK = 24  # a random-k mask seed
 
 
 def generator(seed: int, *keys: int) -> np.random.Generator:

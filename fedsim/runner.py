@@ -28,6 +28,7 @@ from fedsim.metrics import Recorder, read_rounds, verify_records
 from fedsim.models.base import Model
 from fedsim.models.torch_models import as_model, on_device
 from fedsim.options import ConfigError, build, to_table
+from fedsim.pipeline.compression import upload_stages
 from fedsim.population import Population
 from fedsim.privacy.rounds import round_accountant
 from fedsim.provenance import provenance
@@ -227,6 +228,7 @@ class _Session:
     def __init__(self, exp: Experiment) -> None:
         cfg = exp.cfg
         spec = train_spec(cfg, exp.strategy, exp.aggregator)
+        stages = upload_stages(cfg.compression)
         self.backend = cfg.runtime.backend
         if self.backend == "local":
             executor = LocalExecutor(exp.model, exp.dataset, spec)
@@ -238,6 +240,7 @@ class _Session:
                 exp.population,
                 executor,
                 exp.aggregator,
+                stages,
             )
             self.num_workers = 1
             return
@@ -264,6 +267,7 @@ class _Session:
             exp.population,
             self.num_workers,
             exp.aggregator,
+            stages,
         )
 
     def round(self) -> RoundResult:

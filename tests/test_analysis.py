@@ -594,3 +594,71 @@ def test_commands_fail_with_one_line_for_a_missing_folder(
     args = parse(["compare", str(make_run(tmp_path / "a", [0.5])), "--target", "82"])
     assert args.func(args) == 2
     assert "--target" in capsys.readouterr().err
+
+
+# --- Pareto figure --------------------------------------------------------------------------
+
+
+def _scaled_bytes(folder: Path, factor: float) -> Path:
+    """Scale a run's byte columns, as if its updates were compressed."""
+    rounds = pd.read_csv(folder / "rounds.csv")
+    for col in ("bytes_down", "bytes_up", "cum_bytes_down", "cum_bytes_up", "cum_bytes"):
+        rounds[col] = (rounds[col] * factor).round().astype(np.int64)
+    rounds.to_csv(folder / "rounds.csv", index=False)
+    return folder
+
+
+def test_pareto_plots_one_point_per_configuration_and_marks_the_frontier(tmp_path: Path) -> None:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    from fedsim.analysis.pareto import plot_pareto
+
+    def run(name: str, acc: list[float], factor: float, seed: int = 0, mu: float = 0.0) -> Path:
+        strategy = {"name": "fedprox", "mu": mu}
+        return _scaled_bytes(make_run(tmp_path / name, acc, seed=seed, strategy=strategy), factor)
+
+    runs = [
+        run("full-0", [0.5, 0.80], 1.0),  # 1.7 MB per round, the best accuracy
+        run("full-1", [0.5, 0.84], 1.0, seed=1),  # same configuration: mean 0.82
+        run("small", [0.5, 0.75], 0.25, mu=0.1),  # cheaper, less accurate: on the frontier
+        run("bad", [0.78, 0.70], 0.5, mu=0.2),  # dearer, finally worse than "small": dominated
+        run("tiny", [0.5, 0.60], 0.03, mu=0.3),  # cheapest: on the frontier
+    ]
+    fig, ax, points = plot_pareto(runs)
+    FigureCanvasAgg(fig).draw()
+    assert points["seeds"].tolist() == [1, 1, 1, 2]
+    total = 2 * 1_700_000
+    np.testing.assert_allclose(
+        points["total_bytes"], [0.03 * total, 0.25 * total, 0.5 * total, total]
+    )
+    np.testing.assert_allclose(points["accuracy"], [0.60, 0.75, 0.70, 0.82])
+    assert points["accuracy_min"].iloc[-1] == 0.80 and points["accuracy_max"].iloc[-1] == 0.84
+    assert points["on_frontier"].tolist() == [True, True, False, True]
+    # Drawn: one marker per configuration and a step line through the frontier only.
+    assert len(ax.collections) - 1 == 4  # the error bars are one more collection
+    (line,) = [ln for ln in ax.get_lines() if ln.get_label() == "Pareto frontier"]
+    np.testing.assert_allclose(line.get_ydata(), [0.60, 0.75, 0.82])
+    assert ax.get_xscale() == "log"
+    best = plot_pareto(runs, "best")[2]  # by its best round, "bad" beats "small"
+    np.testing.assert_allclose(best["accuracy"], [0.60, 0.75, 0.78, 0.82])
+    assert best["on_frontier"].all()
+    written = {p.name for p in plot_runs(runs, tmp_path / "out", formats=("png",))}
+    assert {"pareto.png", "pareto.csv"} <= written
+
+
+def test_frontier_keeps_only_undominated_points() -> None:
+    from fedsim.analysis.pareto import frontier
+
+    cost = np.array([1.0, 2.0, 2.0, 3.0, 4.0])
+    value = np.array([0.5, 0.4, 0.7, 0.7, 0.9])
+    assert frontier(cost, value).tolist() == [True, False, True, False, True]
+
+
+def test_pareto_counts_upload_bytes_alone_when_asked(tmp_path: Path) -> None:
+    from fedsim.analysis.pareto import pareto_points
+
+    run = make_run(tmp_path / "a", [0.5, 0.6])
+    up = pareto_points([run], which="up")
+    assert up["total_bytes"].tolist() == [2 * UP_PER_ROUND]
+    total = pareto_points([run])
+    assert total["total_bytes"].tolist() == [2 * (UP_PER_ROUND + DOWN_PER_ROUND)]

@@ -34,6 +34,12 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     )
     plot.add_argument("--log-bytes", action="store_true", help="log scale on the bytes axis")
     plot.add_argument(
+        "--pareto",
+        choices=["final", "best"],
+        default="final",
+        help="accuracy of each configuration in the Pareto figure (default: final)",
+    )
+    plot.add_argument(
         "--format",
         nargs="+",
         default=["png", "svg"],
@@ -122,7 +128,9 @@ def run_plot(args: argparse.Namespace) -> int:
     else:
         out = Path("plots")
     try:
-        written = plot_runs(args.runs, out, formats=args.format, log_bytes=args.log_bytes)
+        written = plot_runs(
+            args.runs, out, formats=args.format, log_bytes=args.log_bytes, pareto=args.pareto
+        )
     except _RUN_ERRORS as err:
         return _fail(err)
     for path in written:

@@ -351,12 +351,15 @@ def plot_runs(
     out_dir: str | Path,
     formats: Sequence[str] = ("png", "svg"),
     log_bytes: bool = False,
+    pareto: Literal["final", "best"] = "final",
 ) -> list[Path]:
     """Write every applicable figure of the runs into ``out_dir``; return the files written.
 
     Each figure is saved in every format and its data as ``<figure>.csv`` beside it. Figures of
     a single run (round outcomes, client times, label distribution) get the run name as prefix
-    when there are several runs, and are skipped when their input file is missing.
+    when there are several runs, and are skipped when their input file is missing. Runs of
+    several configurations also get ``pareto``: ``pareto`` (final or best) accuracy against
+    total bytes, one point per configuration, the frontier marked.
     """
     supported = Figure().canvas.get_supported_filetypes()
     unknown = [f for f in formats if f not in supported]
@@ -371,6 +374,10 @@ def plot_runs(
         ("accuracy_vs_time", lambda: plot_accuracy_vs_time(runs)),
         ("accuracy_loss_vs_rounds", lambda: plot_accuracy_loss_vs_rounds(runs)),
     ]
+    if len(group_seeds(runs)) > 1:
+        from fedsim.analysis.pareto import plot_pareto
+
+        figures.append(("pareto", lambda: plot_pareto(runs, pareto)))
     for run in runs:
         prefix = "" if len(runs) == 1 else f"{_file_safe(run.name)}_"
         # Bind run now; a bare closure would see only the loop's last run.
@@ -448,8 +455,12 @@ def _legend(ax: Axes, curves: Sequence[_Curve]) -> None:
     ):
         ax.legend(fontsize=SMALL_FONT_SIZE, frameon=False)
         return
-    # Many or long labels (a sweep's) would cover the curves and squeeze the axes to nothing:
-    # wrap them into a figure legend below everything and make the figure taller to hold it.
+    # Many or long labels (a sweep's) would cover the curves and squeeze the axes to nothing.
+    legend_below(ax)
+
+
+def legend_below(ax: Axes) -> None:
+    """The axes' legend below everything, labels wrapped, the figure made taller to hold it."""
     handles, texts = ax.get_legend_handles_labels()
     wrapped = [_wrap_label(t) for t in texts]
     lines = sum(t.count("\n") + 1 for t in wrapped)

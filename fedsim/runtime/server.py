@@ -21,6 +21,7 @@ from fedsim.data.base import FederatedDataset
 from fedsim.evaluation import CLIENT_ACC_COLUMNS
 from fedsim.models.base import Model
 from fedsim.pipeline.base import Pipeline, Stage
+from fedsim.pipeline.compression import Broadcast
 from fedsim.pipeline.privacy import UNCLIPPED, privacy_pipeline
 from fedsim.population import Population
 from fedsim.privacy.rounds import ClientStep, SecAggCosts, ServerPrivacy
@@ -59,6 +60,7 @@ class _Round:
     abort_reason: str = ""
     unclipped: int = 0
     clip_norm: float = math.nan  # the DP clipping norm the round's clients used
+    w_sent: np.ndarray | None = None  # the model as the clients received it
     times: dict[str, float] = field(default_factory=dict)
 
 
@@ -95,6 +97,7 @@ class Server:
         self.strategy, self.population, self.executor = strategy, population, executor
         self.aggregator = aggregator if aggregator is not None else MeanAggregator()
         self.stages = stages  # run-wide update-pipeline stages, before the privacy stages
+        self.broadcast = Broadcast(cfg.compression.down)
         self.sizes = dataset.client_sizes()
         self.w = model.init(cfg.experiment.seed)
         self.round = 0
@@ -200,8 +203,9 @@ class Server:
             )
             for c in chunks
         ]
+        rnd.w_sent = self.broadcast.model(self.w)
         results = await self.executor.train(
-            self.round_context(rnd.r), self.w, chunks, self._pipeline(rnd)
+            self.round_context(rnd.r), rnd.w_sent, chunks, self._pipeline(rnd)
         )
         for res in results:  # chunk order: every sum below is independent of scheduling
             rows = np.searchsorted(plan.ids, res.client_ids)
@@ -252,7 +256,9 @@ class Server:
                 delta = acc / total
             else:  # sum_k n_k w_k: the mean model itself
                 model = acc / total
-                delta = model - self.w
+                delta = model - rnd.w_sent
+                if rnd.w_sent is not self.w:  # clients started from the int8 model
+                    model = None
         return Aggregate(delta, count, weights, payloads, model)
 
     def _server_step(self, r: int, train_loss: float, agg: Aggregate) -> None:
@@ -289,7 +295,7 @@ class Server:
         """Bytes each selected client downloads: the model and the strategy's broadcast."""
         extra = self.strategy.broadcast_length
         P = self.model.num_parameters
-        return self.model.model_bytes + 4 * (P if extra < 0 else extra)
+        return self.broadcast.nbytes(self.model.model_bytes, P) + 4 * (P if extra < 0 else extra)
 
     @property
     def upload_bytes(self) -> int:
@@ -376,6 +382,7 @@ class Server:
             "upload_s": plan.upload_s,
             "train_loss": rnd.client_loss,
             "rejected": rnd.rejected,
+            "bytes_up": np.where(plan.epochs_done > 0, self.upload_bytes, 0).astype(np.int64),
         }
         if self.privacy is not None and self.privacy.opts.secure_aggregation:
             none = np.zeros(len(ids), dtype=np.int64)
