@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-import logging
 import math
 import os
 import signal
@@ -33,8 +32,9 @@ from fedsim.privacy.rounds import round_accountant
 from fedsim.registry import AGGREGATORS, MODELS, STRATEGIES
 from fedsim.runtime.errors import RunError, WorkerFailedError
 from fedsim.runtime.executors import LocalExecutor
+from fedsim.runtime.ray_start import ensure_ray
 from fedsim.runtime.server import RoundResult, Server, ServerActor
-from fedsim.runtime.work import TrainSpec
+from fedsim.runtime.work import train_spec
 from fedsim.strategies.base import Strategy
 
 CONFIG_FILE = "config.toml"
@@ -132,61 +132,6 @@ def default_out_dir(cfg: Config, root: Path = Path("results")) -> Path:
         path = root / cfg.experiment.name / f"{stem}-{i}"
         i += 1
     return path
-
-
-def train_spec(cfg: Config, strategy: Strategy, aggregator: Aggregator | None = None) -> TrainSpec:
-    return TrainSpec(
-        seed=cfg.experiment.seed,
-        client=strategy.client,
-        streaming=aggregator is None or aggregator.streaming,
-        max_update_norm=cfg.server.max_update_norm,
-        nan_update_rate=cfg.faults.nan_update_rate,
-    )
-
-
-def use_loopback_for_local_ray() -> None:
-    """Make a Ray instance started from this process listen on 127.0.0.1 only.
-
-    On Linux Ray otherwise registers its nodes under the machine's network address; a local
-    simulation has no reason to use anything but loopback. Ray reads the switch from the
-    environment (inherited by its own processes) and from a module constant in this process.
-    """
-    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
-    if "ray" in sys.modules:
-        from ray._private import ray_constants
-
-        ray_constants.ENABLE_RAY_CLUSTER = False
-
-
-def ensure_ray(address: str = "") -> None:
-    """Connect to ``address`` or start a local, loopback-only Ray instance, unless one runs."""
-    if not address:
-        use_loopback_for_local_ray()
-    import ray
-
-    if ray.is_initialized():
-        return
-    os.environ.setdefault("RAY_DEDUP_LOGS", "1")
-    kwargs: dict[str, Any] = {
-        "include_dashboard": False,
-        "logging_level": logging.WARNING,
-        "log_to_driver": True,
-    }
-    if address:
-        try:
-            ray.init(address=address, **kwargs)
-        except ConnectionError as err:
-            raise ConfigError(f"runtime.address: cannot connect to {address!r} ({err})") from None
-    else:
-        # "local": always a new instance, never a cluster that happens to run on this machine.
-        # Ray runs its workers at niceness 15 by default, so on a shared machine training
-        # yielded to any other process (two workers measured no faster than one): use 0.
-        ray.init(
-            address="local",
-            num_cpus=os.cpu_count() or 1,
-            _system_config={"worker_niceness": 0},
-            **kwargs,
-        )
 
 
 class _Session:
