@@ -81,7 +81,8 @@ class FederatedData:
 class GivenClients(FederatedDataset):
     """Per-client arrays a researcher built, keyed by client id, in a population of ``N``.
 
-    Clients not given have no data; the test set is the one given (or empty).
+    Clients not given have no data; the test set is the one given (or empty). With no client
+    given, ``input_shape`` says what the samples would be.
     """
 
     def __init__(
@@ -89,9 +90,8 @@ class GivenClients(FederatedDataset):
         clients: Mapping[int, tuple[np.ndarray, np.ndarray]],
         num_clients: int,
         test_set: tuple[np.ndarray, np.ndarray] | None = None,
+        input_shape: tuple[int, ...] | None = None,
     ) -> None:
-        if not clients:
-            raise ValueError("clients: no client given")
         self._data: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         for cid, (x, y) in clients.items():
             x, y = np.asarray(x, dtype=np.float32), np.asarray(y, dtype=np.int64)
@@ -101,12 +101,13 @@ class GivenClients(FederatedDataset):
                 raise ValueError(f"client {cid}: id out of range [0, {num_clients})")
             self._data[int(cid)] = (x, y)
         shapes = {x.shape[1:] for x, _ in self._data.values()}
+        if input_shape is not None:
+            shapes.add(tuple(input_shape))
         if len(shapes) != 1:
-            raise ValueError(f"clients: samples of different shapes {sorted(shapes)}")
+            raise ValueError(f"clients: samples of shapes {sorted(shapes)}, need one shape")
         self.input_shape = tuple(int(d) for d in shapes.pop())
         self.num_clients = num_clients
-        labels = max(int(y.max()) for _, y in self._data.values()) + 1
-        self.num_classes = labels
+        self.num_classes = max((int(y.max()) + 1 for _, y in self._data.values()), default=1)
         if test_set is None:
             test_set = (np.zeros((0, *self.input_shape), np.float32), np.zeros(0, np.int64))
         self._test = test_set
