@@ -241,12 +241,7 @@ def run(
     from its last checkpoint (its config must be this one, see :func:`resume`).
     ``strategy`` (a :class:`fedsim.strategies.Strategy`) replaces the configured strategy.
     """
-    base_dir = None
-    if isinstance(config, str | Path):
-        base_dir = Path(config).resolve().parent
-        cfg = config_mod.load(config, list(overrides))
-    else:
-        cfg = config_mod.with_overrides(config, list(overrides)) if overrides else config
+    cfg, base_dir = config_mod.resolve(config, overrides)
     out = Path(out_dir) if out_dir is not None else None
     if out is not None and (out / CONFIG_FILE).exists():
         if not resume:

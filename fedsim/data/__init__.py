@@ -62,10 +62,8 @@ def load(
     """
     from fedsim import config as config_mod
 
-    if isinstance(source, config_mod.Config):
-        cfg = config_mod.with_overrides(source, list(overrides)) if overrides else source
-    elif isinstance(source, Path) or str(source).endswith(".toml"):
-        cfg = config_mod.load(source, list(overrides))
+    if isinstance(source, config_mod.Config | Path) or str(source).endswith(".toml"):
+        cfg, _ = config_mod.resolve(source, overrides)
     else:
         table = {"scheme": partition} if isinstance(partition, str) else dict(partition)
         cfg = config_mod.from_dict(

@@ -115,12 +115,7 @@ def from_config(
 
     With ``process.sample_clients(state)`` as the cohort, the loop repeats ``fedsim run``.
     """
-    base_dir = None
-    if isinstance(config, str | Path):
-        base_dir = Path(config).resolve().parent
-        cfg = config_mod.load(config, list(overrides))
-    else:
-        cfg = config_mod.with_overrides(config, list(overrides)) if overrides else config
+    cfg, base_dir = config_mod.resolve(config, overrides)
     data = load_data(cfg)
     entry = MODELS.get(cfg.model.name)
     model = entry.factory(cfg.model.options, data.input_shape, data.num_classes)

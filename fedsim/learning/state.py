@@ -24,13 +24,15 @@ class State:
 
     ``server`` is the server's state (:meth:`Server.state_dict`: ``w``, ``round``,
     ``sim_time_s``, ``cum_bytes_down``, ``cum_bytes_up``, ``strategy``, ``client_state``);
-    ``seed`` keys every random draw together with the round and client ids.
+    ``seed`` keys every random draw together with the round and client ids. :meth:`save`
+    writes a folder in the format of a run's checkpoint (``checkpoint/state.json`` and an npz
+    of the arrays), which :meth:`load` reads back bit for bit.
     """
 
     def __init__(self, server: dict[str, Any], seed: int, model: Model | None = None) -> None:
         self.server = server
         self.seed = int(seed)
-        self.model_fn_result = model  # for evaluate(); not saved
+        self._model = model  # the Model the vector belongs to, for evaluate(); not saved
 
     @property
     def round(self) -> int:
@@ -57,10 +59,8 @@ class State:
         ckpt = checkpoint.load(Path(path))
         if ckpt is None or "server" not in ckpt.state:
             raise ConfigError(f"{path}: holds no saved state")
-        seed = ckpt.state.get("seed", ckpt.state.get("config", {}).get("experiment", {}))
-        if isinstance(seed, dict):
-            seed = seed.get("seed", 0)
-        return cls(ckpt.state["server"], int(seed))
+        run_seed = ckpt.state.get("config", {}).get("experiment", {}).get("seed", 0)
+        return cls(ckpt.state["server"], int(ckpt.state.get("seed", run_seed)))
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, State):
@@ -118,7 +118,7 @@ def evaluate(state: State, data: Any, model: Model | None = None) -> dict[str, f
     ``data``: a FederatedData (its test set), a FederatedDataset or ``(x, y)``. ``model``
     defaults to the model of the process the state came from (a loaded state needs it given).
     """
-    model = model if model is not None else state.model_fn_result
+    model = model if model is not None else state._model
     if model is None:
         raise ValueError("model: a loaded State does not know its model; pass model=")
     if isinstance(data, FederatedData):
