@@ -281,3 +281,17 @@ def test_ray_workers_give_the_in_process_numbers(ray_session, experiment: Path) 
     finally:
         learning.process._workers.clear()
     assert state == local
+
+
+def test_notebook_style_script_prints_ten_rounds_of_metrics() -> None:
+    env = {"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"}
+    script = ROOT / "experiments" / "notebook_style.py"
+    done = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    rounds = [line for line in lines if line.startswith("round ")]
+    assert [int(line.split(",")[0].split()[1]) for line in rounds] == list(range(1, 11))
+    assert all("metrics={train_loss=" in line for line in rounds)
+    accuracy = float(lines[-1].rsplit(":", 1)[1])
+    assert lines[-1].startswith("test accuracy after 10 rounds")
+    assert 0.5 < accuracy < 1.0  # softmax regression learns Fashion-MNIST well above chance

@@ -129,7 +129,7 @@ def evaluate(state: State, data: Any, model: Model | None = None) -> dict[str, f
         x, y = xy_arrays(data)
     with threadpool_limits(limits=1):
         loss, acc = model.evaluate(state.model, x, y)
-    return {"loss": loss, "accuracy": acc}
+    return {"loss": float(loss), "accuracy": float(acc)}
 
 
 def xy_arrays(value: Any) -> tuple[np.ndarray, np.ndarray]:
