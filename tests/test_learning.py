@@ -86,6 +86,36 @@ def test_loop_of_five_rounds_equals_fedsim_run_bit_for_bit(experiment: Path) -> 
     assert metrics[-1]["sim_time_s"] == pytest.approx(run.summary["sim_time_s"], abs=0)
 
 
+@pytest.mark.parametrize(
+    ("name", "options"), [("fedprox", {"mu": 0.1}), ("scaffold", {}), ("fedadam", {"beta1": 0.5})]
+)
+def test_build_fed_opt_equals_fedsim_run_of_that_strategy(
+    experiment: Path, name: str, options: dict[str, float]
+) -> None:
+    table = "".join(f"{k} = {v}\n" for k, v in options.items())
+    strategy = f"[strategy]\nname = '{name}'\n{table}\n[server]"
+    experiment.write_text(
+        experiment.read_text().replace("[server]", strategy).replace("rounds = 5", "rounds = 3")
+    )
+    run = fedsim.run(experiment)
+    process = learning.build_fed_opt(
+        "softmax",
+        SGD(learning_rate=0.05),
+        strategy=name,
+        strategy_options=options,
+        data=fedsim.data.load(experiment),
+        population=RAW["population"],
+        server={k: v for k, v in RAW["server"].items() if k != "rounds"},
+        training={"local_epochs": 2, "batch_size": 10},
+        seed=3,
+    )
+    state, metrics = _loop(process, 3)
+    np.testing.assert_array_equal(state.model, run.model)
+    assert metrics[-1]["test_accuracy"] == run.rounds["test_accuracy"].iloc[-1]
+    if name == "scaffold":  # the clients' control variates travel in the state
+        assert len(state.server["client_state"]["control"]["ids"]) > 0
+
+
 def test_learning_rate_schedule_changes_the_model_as_predicted(experiment: Path) -> None:
     process = _builder(experiment)
     state, _ = _loop(process, 2)
@@ -208,6 +238,43 @@ def test_client_momentum_and_weight_decay_follow_the_heavy_ball_rule() -> None:
     np.testing.assert_allclose(got, w, rtol=1e-6, atol=1e-7)
     plain, _ = local_sgd(model, w0, x, y, epochs=2, batch_size=5, learning_rate=0.1)
     assert not np.allclose(plain, got, atol=1e-4)
+
+
+def test_client_momentum_and_weight_decay_step_like_torch_sgd() -> None:
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(2)
+    model = SoftmaxRegression((6,), 4)
+    x = rng.standard_normal((1, 12, 6)).astype(np.float32)
+    y = rng.integers(0, 4, (1, 12))
+    w0 = rng.standard_normal(model.num_parameters).astype(np.float32) * 0.1
+    got, _ = local_sgd(
+        model, w0, x, y, epochs=1, batch_size=4, learning_rate=0.2, momentum=0.8,
+        weight_decay=0.05,
+    )  # fmt: skip
+    p = torch.nn.Parameter(torch.from_numpy(w0.copy()))
+    opt = torch.optim.SGD([p], lr=0.2, momentum=0.8, weight_decay=0.05)
+    for s in range(0, 12, 4):
+        _, g = model.loss_and_grad(p.detach().numpy()[None], x[:, s : s + 4], y[:, s : s + 4])
+        p.grad = torch.from_numpy(g[0].copy())
+        opt.step()
+    np.testing.assert_allclose(got[0], p.detach().numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_torch_optimiser_factories_read_as_specs() -> None:
+    torch = pytest.importorskip("torch")
+    from functools import partial
+
+    from fedsim.strategies.optimizer_specs import optimizer_spec
+
+    factory = partial(torch.optim.SGD, lr=0.05, momentum=0.9, weight_decay=1e-4)
+    assert optimizer_spec(factory, "k", 0.1) == SGD(0.05, 0.9, 1e-4)
+    assert optimizer_spec(lambda ps: torch.optim.SGD(ps, lr=0.3), "k", 0.1) == SGD(0.3)
+    with pytest.raises(ConfigError, match="k: made a Adam"):
+        optimizer_spec(torch.optim.Adam, "k", 0.1)
+    with pytest.raises(ConfigError, match="k: torch.optim.SGD with dampening"):
+        optimizer_spec(partial(torch.optim.SGD, lr=0.1, nesterov=True, momentum=0.9), "k", 0.1)
+    with pytest.raises(ConfigError, match="model_fn: made a torch nn.Module"):
+        learning.build_weighted_fed_avg(lambda: torch.nn.Linear(4, 2), factory)
 
 
 def test_per_client_arrays_give_the_same_round_as_client_ids(experiment: Path) -> None:

@@ -128,13 +128,22 @@ def from_config(
 
 
 def _model(model_fn: Any, data: FederatedData | None) -> Model:
+    """The fedsim Model ``model_fn`` names, makes or is."""
     if isinstance(model_fn, str):
         if data is None:
             raise ConfigError(f"model_fn: the model name {model_fn!r} needs data= for its shape")
-        entry = MODELS.get(model_fn)
+        try:
+            entry = MODELS.get(model_fn)
+        except KeyError as err:
+            raise ConfigError(f"model_fn: {err.args[0]}") from None
         made = entry.factory(build(entry.options, {}, "model"), data.input_shape, data.num_classes)
+    elif callable(model_fn) and not isinstance(model_fn, Model) and not _is_torch(model_fn):
+        made = model_fn()
     else:
-        made = model_fn() if callable(model_fn) and not isinstance(model_fn, Model) else model_fn
+        made = model_fn
+    if _is_torch(made):
+        # Where the torch backend's adapter (an nn.Module -> fedsim Model) will be applied.
+        raise ConfigError("model_fn: made a torch nn.Module; this fedsim has no torch backend")
     if not isinstance(made, Model):
         raise ConfigError(f"model_fn: made a {type(made).__name__}, not a fedsim Model")
     if data is not None and tuple(made.input_shape) != data.input_shape:
@@ -143,6 +152,11 @@ def _model(model_fn: Any, data: FederatedData | None) -> Model:
             f"the data has {data.input_shape}"
         )
     return made
+
+
+def _is_torch(obj: Any) -> bool:
+    """Whether ``obj`` is a torch nn.Module (told without importing torch)."""
+    return any(c.__module__.startswith("torch.nn") for c in type(obj).__mro__)
 
 
 def _strategy(strategy: str | Strategy, options: dict[str, Any]) -> Strategy:

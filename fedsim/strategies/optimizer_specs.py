@@ -1,8 +1,10 @@
 """Optimisers named by what they are: ``SGD(learning_rate, momentum, weight_decay)``, ``Adam``...
 
 A spec is what a researcher passes as ``client_optimizer_fn`` or ``server_optimizer_fn``: a
-spec object, a name (``"sgd"``), a ``(name, params)`` pair, or a function of no arguments
-returning one of those. On the client, SGD maps to the local-SGD client update
+spec object, a name (``"sgd"``), a ``(name, params)`` pair, a function of no arguments
+returning one of those, or a torch optimiser factory (a function of the parameters, such as
+``torch.optim.SGD`` or ``functools.partial(torch.optim.SGD, lr=0.1, momentum=0.9)``), read
+from the optimiser it makes. On the client, SGD maps to the local-SGD client update
 (:class:`LocalSGD`, with momentum and weight decay); on the server, SGD maps to
 :class:`ServerSGD` (momentum = FedAvgM) and Adam, Yogi and Adagrad to :class:`ServerAdaptive`
 (Reddi et al. 2021).
@@ -10,6 +12,7 @@ returning one of those. On the client, SGD maps to the local-SGD client update
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -68,7 +71,7 @@ Spec = SGD | Adam | Yogi | Adagrad
 def optimizer_spec(value: Any, key: str, default_lr: float) -> Spec:
     """The validated spec ``value`` names; ``default_lr`` when a name gives no learning rate."""
     if callable(value) and not isinstance(value, Spec):
-        value = value()
+        value = _made_by(value, key)
     if isinstance(value, Spec):
         return value
     if isinstance(value, str):
@@ -84,6 +87,39 @@ def optimizer_spec(value: Any, key: str, default_lr: float) -> Spec:
     if not isinstance(params, dict):
         raise ConfigError(f"{key}: the parameters of {name!r} must be a dict")
     return build(OPTIMIZERS[name.lower()], {"learning_rate": default_lr, **params}, key)
+
+
+def _made_by(factory: Any, key: str) -> Any:
+    """What an optimiser function makes, as a spec.
+
+    A function of no argument is called; one taking the parameters (a torch optimiser
+    factory) is called with one placeholder parameter and read from the optimiser it makes.
+    """
+    try:
+        params = inspect.signature(factory).parameters.values()
+    except (TypeError, ValueError):  # no signature to read: a function of no argument
+        return factory()
+    positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    if not any(p.default is p.empty and p.kind in positional for p in params):
+        return factory()
+    try:
+        import torch
+    except ImportError:
+        raise ConfigError(
+            f"{key}: a function of the parameters is a torch optimiser factory, and torch "
+            "is not installed"
+        ) from None
+    made = factory([torch.nn.Parameter(torch.zeros(1))])
+    if not isinstance(made, torch.optim.SGD):
+        raise ConfigError(
+            f"{key}: made a {type(made).__name__}; of torch's optimisers only torch.optim.SGD "
+            "has a fedsim counterpart (fedsim.learning.SGD, Adam, Yogi, Adagrad)"
+        )
+    d = made.defaults
+    if d["dampening"] or d["nesterov"] or d["maximize"]:
+        raise ConfigError(f"{key}: torch.optim.SGD with dampening, nesterov or maximize")
+    table = {"learning_rate": d["lr"], "momentum": d["momentum"], "weight_decay": d["weight_decay"]}
+    return build(SGD, {k: float(v) for k, v in table.items()}, key)
 
 
 def client_update(current: ClientUpdate, spec: Spec, key: str) -> ClientUpdate:
