@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import math
 import subprocess
 import sys
@@ -303,6 +304,17 @@ def test_arrays_without_data_or_population_all_complete() -> None:
     result = learning.evaluate(state, (x, y))
     assert 0.0 <= result["accuracy"] <= 1.0 and math.isfinite(result["loss"])
     assert math.isnan(m["test_accuracy"])  # no test set given
+
+
+def test_next_works_inside_a_running_event_loop(experiment: Path) -> None:
+    process = _builder(experiment)
+    state = process.initialize()
+    ids = process.sample_clients(state, COHORT)
+
+    async def in_a_notebook() -> State:  # a notebook's cell runs inside an event loop
+        return process.next(state, ids)[0]
+
+    assert asyncio.run(in_a_notebook()) == process.next(state, ids)[0]
 
 
 def test_evaluate_matches_the_rounds_test_metrics(experiment: Path) -> None:

@@ -114,6 +114,8 @@ def from_config(
     """The process of an experiment file: its data, model, strategy, population and server.
 
     With ``process.sample_clients(state)`` as the cohort, the loop repeats ``fedsim run``.
+    ``[runtime]`` is not used: clients train in this process, or on the workers of
+    :func:`fedsim.init`.
     """
     cfg, base_dir = config_mod.resolve(config, overrides)
     data = load_data(cfg)
