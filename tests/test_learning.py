@@ -220,29 +220,8 @@ def test_run_folder_checkpoint_continues_in_the_loop(experiment: Path, tmp_path:
     np.testing.assert_array_equal(state.model, full.model)
 
 
-def test_client_momentum_and_weight_decay_follow_the_heavy_ball_rule() -> None:
-    rng = np.random.default_rng(0)
-    model = SoftmaxRegression((5,), 3)
-    x = rng.standard_normal((1, 20, 5)).astype(np.float32)
-    y = rng.integers(0, 3, (1, 20))
-    w0 = rng.standard_normal(model.num_parameters).astype(np.float32) * 0.1
-    got, _ = local_sgd(
-        model, w0, x, y, epochs=2, batch_size=5, learning_rate=0.1, momentum=0.9,
-        weight_decay=0.01,
-    )  # fmt: skip
-    w, v = w0.copy()[None], np.zeros((1, len(w0)), np.float32)
-    for _ in range(2):
-        for s in range(0, 20, 5):
-            _, g = model.loss_and_grad(w, x[:, s : s + 5], y[:, s : s + 5])
-            v = np.float32(0.9) * v + (g + np.float32(0.01) * w)
-            w = w - np.float32(0.1) * v
-    np.testing.assert_allclose(got, w, rtol=1e-6, atol=1e-7)
-    plain, _ = local_sgd(model, w0, x, y, epochs=2, batch_size=5, learning_rate=0.1)
-    assert not np.allclose(plain, got, atol=1e-4)
-
-
-def test_client_momentum_and_weight_decay_step_like_torch_sgd() -> None:
-    torch = pytest.importorskip("torch")
+def _momentum_problem() -> tuple[SoftmaxRegression, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """A softmax model, one client's 12 samples and a start point; local SGD's result."""
     rng = np.random.default_rng(2)
     model = SoftmaxRegression((6,), 4)
     x = rng.standard_normal((1, 12, 6)).astype(np.float32)
@@ -252,6 +231,24 @@ def test_client_momentum_and_weight_decay_step_like_torch_sgd() -> None:
         model, w0, x, y, epochs=1, batch_size=4, learning_rate=0.2, momentum=0.8,
         weight_decay=0.05,
     )  # fmt: skip
+    plain, _ = local_sgd(model, w0, x, y, epochs=1, batch_size=4, learning_rate=0.2)
+    assert not np.allclose(plain, got, atol=1e-4)
+    return model, x, y, w0, got
+
+
+def test_client_momentum_and_weight_decay_follow_the_heavy_ball_rule() -> None:
+    model, x, y, w, got = _momentum_problem()
+    w, v = w[None], np.zeros((1, len(w)), np.float32)
+    for s in range(0, 12, 4):
+        _, g = model.loss_and_grad(w, x[:, s : s + 4], y[:, s : s + 4])
+        v = np.float32(0.8) * v + (g + np.float32(0.05) * w)
+        w = w - np.float32(0.2) * v
+    np.testing.assert_allclose(got, w, rtol=1e-6, atol=1e-7)
+
+
+def test_client_momentum_and_weight_decay_step_like_torch_sgd() -> None:
+    torch = pytest.importorskip("torch")
+    model, x, y, w0, got = _momentum_problem()
     p = torch.nn.Parameter(torch.from_numpy(w0.copy()))
     opt = torch.optim.SGD([p], lr=0.2, momentum=0.8, weight_decay=0.05)
     for s in range(0, 12, 4):
