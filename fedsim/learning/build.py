@@ -33,7 +33,9 @@ def build_weighted_fed_avg(
     likewise, also ``Adam``, ``Yogi``, ``Adagrad`` (SGD's learning rate defaults to 1 there).
     ``options``: see :func:`build_fed_opt`.
     """
-    return build_fed_opt(model_fn, client_optimizer_fn, server_optimizer_fn, **options)
+    return build_fed_opt(
+        model_fn, client_optimizer_fn, server_optimizer_fn, strategy="fedavg", **options
+    )
 
 
 def build_fed_prox(
