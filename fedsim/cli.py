@@ -57,8 +57,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
     s = result.summary
     if s["resumed_from_rounds"]:
         print(f"resumed from round {s['resumed_from_rounds'][-1]}")
+    score = f"final test accuracy {s['final_test_accuracy']:.4f}"
+    if "final_test_rmse" in s:
+        score = f"final test MAE {s['final_test_mae']:.4f}, RMSE {s['final_test_rmse']:.4f}"
     print(
-        f"{s['rounds']} rounds, final test accuracy {s['final_test_accuracy']:.4f}, "
+        f"{s['rounds']} rounds, {score}, "
         f"simulated time {s['sim_time_s']:.1f} s, "
         f"{(s['bytes_up_total'] + s['bytes_down_total']) / 1e6:.1f} MB communicated, "
         f"wall time {s['wall_time_s']:.1f} s"

@@ -29,6 +29,7 @@ from fedsim.models.base import Model
 from fedsim.options import ConfigError
 from fedsim.population import Population
 from fedsim.privacy.rounds import round_accountant
+from fedsim.provenance import provenance
 from fedsim.registry import AGGREGATORS, MODELS, STRATEGIES
 from fedsim.runtime.errors import RunError, WorkerFailedError
 from fedsim.runtime.executors import LocalExecutor
@@ -87,9 +88,12 @@ def prepare(
     dataset = build_dataset(
         cfg.data, cfg.partition, cfg.population.num_clients, cfg.experiment.seed
     )
+    # Checked on the options first: a classifier cannot even be built for 0 classes.
+    _check_task(cfg, dataset, getattr(cfg.model.options, "task", None))
     model = MODELS.get(cfg.model.name).factory(
         cfg.model.options, dataset.input_shape, dataset.num_classes
     )
+    _check_task(cfg, dataset, getattr(model, "task", "classification"))
     if strategy is None:
         strategy = STRATEGIES.get(cfg.strategy.name).factory(cfg.strategy.options)
     _check_strategy(strategy, "strategy.name")
@@ -118,6 +122,24 @@ def _check_strategy(strategy: Any, key: str) -> None:
             f"{key}: made a {type(strategy).__name__}, not a fedsim Strategy "
             "(subclass fedsim.strategies.Strategy)"
         )
+
+
+def _check_task(cfg: Config, dataset: FederatedDataset, task: str | None) -> None:
+    """The model learns what the dataset holds; accuracy-only keys need classification."""
+    if task is None:
+        return
+    if task != dataset.task:
+        raise ConfigError(
+            f"model.task: dataset {cfg.data.name!r} is a {dataset.task} set, the model does "
+            f"{task}; set model.task = {dataset.task!r} (softmax and mlp have it)"
+        )
+    if task == "regression":
+        for key, value in (
+            ("client_eval_every", cfg.server.client_eval_every),
+            ("target_accuracy", cfg.server.target_accuracy),
+        ):
+            if value:
+                raise ConfigError(f"server.{key}: measures accuracy, a regression run has none")
 
 
 def default_out_dir(cfg: Config, root: Path = Path("results")) -> Path:
@@ -490,6 +512,7 @@ def _summary(exp: Experiment, rounds: pd.DataFrame, wall: float, workers: int) -
         "failed_rounds": int(rounds["failed"].sum()) if len(rounds) else 0,
         "final_test_accuracy": float(last["test_accuracy"]) if last is not None else math.nan,
         "final_test_loss": float(last["test_loss"]) if last is not None else math.nan,
+        **_final_regression_scores(rounds, exp.model),
         "sim_time_s": float(rounds["sim_time_s"].iloc[-1]) if len(rounds) else 0.0,
         "bytes_up_total": int(rounds["bytes_up"].sum()),
         "bytes_down_total": int(rounds["bytes_down"].sum()),
@@ -497,6 +520,19 @@ def _summary(exp: Experiment, rounds: pd.DataFrame, wall: float, workers: int) -
         "wall_time_s": wall,
         "backend": exp.cfg.runtime.backend,
         "workers": workers,
+        "provenance": provenance(),
+    }
+
+
+def _final_regression_scores(rounds: pd.DataFrame, model: Model) -> dict[str, float]:
+    """``final_test_mae`` and ``final_test_rmse`` of a regression run (last evaluated round)."""
+    if getattr(model, "task", "classification") != "regression":
+        return {}
+    evaluated = rounds.dropna(subset=["test_rmse"])
+    last = evaluated.iloc[-1] if len(evaluated) else None
+    return {
+        f"final_{k}": float(last[k]) if last is not None else math.nan
+        for k in ("test_mae", "test_rmse")
     }
 
 

@@ -314,6 +314,20 @@ def test_next_works_inside_a_running_event_loop(experiment: Path) -> None:
     assert asyncio.run(in_a_notebook()) == process.next(state, ids)[0]
 
 
+def test_regression_loop_equals_fedsim_run_and_reports_mae() -> None:
+    path = ROOT / "experiments" / "traffic" / "federated.toml"
+    overrides = ["server.rounds=2", "data.num_cities=3", "population.num_clients=3"]
+    overrides += ["server.clients_per_round=3"]
+    run = fedsim.run(path, overrides=overrides)
+    process = learning.from_config(path, overrides=overrides)
+    state, metrics = _loop(process, 2)
+    np.testing.assert_array_equal(state.model, run.model)
+    assert metrics[-1]["test_mae"] == run.rounds["test_mae"].iloc[-1]
+    assert "test_mae=" in str(metrics[-1]) and "test_accuracy" not in str(metrics[-1])
+    found = learning.evaluate(state, process.data)
+    assert found["mae"] == metrics[-1]["test_mae"] and found["rmse"] > 0
+
+
 def test_evaluate_matches_the_rounds_test_metrics(experiment: Path) -> None:
     process = _builder(experiment)
     state, metrics = _loop(process, 1)

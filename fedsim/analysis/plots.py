@@ -377,7 +377,8 @@ def plot_runs(
         figures.append((f"{prefix}round_outcomes", lambda r=run: plot_round_outcomes(r)))
         if run.clients is not None:
             figures.append((f"{prefix}client_times", lambda r=run: plot_client_times(r)))
-        if run.partition is not None:
+        # A regression set's partition.csv has sizes but no label columns.
+        if run.partition is not None and any(c.startswith("label_") for c in run.partition):
             figures.append(
                 (f"{prefix}label_distribution", lambda r=run: plot_label_distribution(r))
             )

@@ -5,7 +5,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from fedsim.data import arrays, idx, synthetic, workload  # noqa: F401  (registration)
+from fedsim.data import (  # noqa: F401  (registration)
+    arrays,
+    idx,
+    one_client,
+    synthetic,
+    tabular,
+    traffic,
+    workload,
+)
 from fedsim.data import partition as _schemes  # noqa: F401  (registration)
 from fedsim.data.base import CentralData, FederatedDataset, Partition
 from fedsim.data.federated import ClientData, FederatedData, GivenClients

@@ -14,11 +14,14 @@ class ArrayDataset(FederatedDataset):
 
     Holds only numpy arrays and scalars, so it pickles cheaply and the arrays are shared
     zero-copy from Ray's object store; a client's samples are gathered only when asked for.
+    Labels are held as int64, regression targets (float ``central.y_train``) as float32.
     """
 
     def __init__(self, central: CentralData, partition: Partition) -> None:
+        self.task = central.task
+        y_dtype = np.float32 if self.task == "regression" else np.int64
         x_train = np.asarray(central.x_train, dtype=np.float32)
-        y_train = np.asarray(central.y_train, dtype=np.int64)
+        y_train = np.asarray(central.y_train, dtype=y_dtype)
         n = len(y_train)
         if len(x_train) != n:
             raise ValueError(f"x_train has {len(x_train)} rows, y_train {n}")
@@ -31,7 +34,7 @@ class ArrayDataset(FederatedDataset):
             raise ValueError(f"partition indices must lie in [0, {n})")
         self.x_train, self.y_train = x_train, y_train
         self.x_test = np.asarray(central.x_test, dtype=np.float32)
-        self.y_test = np.asarray(central.y_test, dtype=np.int64)
+        self.y_test = np.asarray(central.y_test, dtype=y_dtype)
         self.offsets, self.indices = offsets, indices
         self.input_shape = tuple(int(d) for d in x_train.shape[1:])
         self.num_classes = int(central.num_classes)
@@ -53,7 +56,7 @@ class ArrayDataset(FederatedDataset):
         return self.indices[self.offsets[client_id] : self.offsets[client_id + 1]]
 
     def client_train(self, client_id: int) -> tuple[np.ndarray, np.ndarray]:
-        """(x float32 of shape (n, *input_shape), y int64 of shape (n,)) of one client."""
+        """(x float32 of shape (n, *input_shape), y of shape (n,)) of one client."""
         rows = self.client_indices(client_id)
         return self.x_train[rows], self.y_train[rows]
 
@@ -66,6 +69,8 @@ class ArrayDataset(FederatedDataset):
         ids = np.asarray(client_ids, dtype=np.int64).reshape(-1)
         if len(ids) and (ids.min() < 0 or ids.max() >= self.num_clients):
             raise IndexError(f"client ids must lie in [0, {self.num_clients})")
+        if self.task == "regression":
+            return np.zeros((len(ids), 0), dtype=np.int64)
         starts = self.offsets[ids]
         sizes = self.offsets[ids + 1] - starts
         row = np.repeat(np.arange(len(ids), dtype=np.int64), sizes)

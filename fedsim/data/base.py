@@ -13,11 +13,15 @@ class FederatedDataset(ABC):
     Implementations are pickled once into the Ray object store and shared by every worker, so
     they hold only numpy arrays (zero-copy there) and small scalars; a client's samples are
     produced by :meth:`client_train` only when that client trains.
+
+    ``task = "regression"``: y holds float32 targets instead of int64 labels, and
+    ``num_classes`` is 0 (a regression set has no label histogram).
     """
 
     input_shape: tuple[int, ...]
     num_classes: int
     num_clients: int
+    task: str = "classification"
 
     @abstractmethod
     def client_sizes(self) -> np.ndarray:
@@ -25,10 +29,13 @@ class FederatedDataset(ABC):
 
     @abstractmethod
     def client_train(self, client_id: int) -> tuple[np.ndarray, np.ndarray]:
-        """(x float32 of shape (n, *input_shape), y int64 of shape (n,)) of one client."""
+        """(x float32 of shape (n, *input_shape), y of shape (n,)) of one client.
+
+        y is int64 labels, or float32 targets for a regression dataset.
+        """
 
     def clients_train(self, client_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Clients of equal size at once: x (C, n, *input_shape) float32, y (C, n) int64.
+        """Clients of equal size at once: x (C, n, *input_shape) float32, y (C, n).
 
         Equal to stacking :meth:`client_train` of each, which is what this default does; a
         dataset may produce the stack more cheaply (the runtime trains clients in stacks).
@@ -58,8 +65,13 @@ class FederatedDataset(ABC):
         return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
     def label_counts(self, client_ids: np.ndarray) -> np.ndarray:
-        """Per-client label histogram, int64 of shape (len(client_ids), num_classes)."""
+        """Per-client label histogram, int64 of shape (len(client_ids), num_classes).
+
+        A regression dataset has no labels: (len(client_ids), 0).
+        """
         out = np.zeros((len(client_ids), self.num_classes), dtype=np.int64)
+        if self.task == "regression":
+            return out
         for row, cid in enumerate(client_ids):
             _, y = self.client_train(int(cid))
             out[row] = np.bincount(y, minlength=self.num_classes)
@@ -67,7 +79,10 @@ class FederatedDataset(ABC):
 
 
 class CentralData:
-    """A whole dataset in memory, before it is partitioned across clients."""
+    """A whole dataset in memory, before it is partitioned across clients.
+
+    Integer ``y`` are class labels; floating-point ``y`` are regression targets.
+    """
 
     def __init__(
         self, x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, y_test: np.ndarray
@@ -80,7 +95,15 @@ class CentralData:
         return tuple(self.x_train.shape[1:])
 
     @property
+    def task(self) -> str:
+        """``"regression"`` when the targets are floating point, else ``"classification"``."""
+        return "regression" if np.asarray(self.y_train).dtype.kind == "f" else "classification"
+
+    @property
     def num_classes(self) -> int:
+        """Number of classes (largest label + 1); 0 for regression targets."""
+        if self.task == "regression":
+            return 0
         return int(max(self.y_train.max(), self.y_test.max())) + 1
 
 

@@ -82,7 +82,8 @@ class GivenClients(FederatedDataset):
     """Per-client arrays a researcher built, keyed by client id, in a population of ``N``.
 
     Clients not given have no data; the test set is the one given (or empty). With no client
-    given, ``input_shape`` says what the samples would be.
+    given, ``input_shape`` says what the samples would be. ``task = "regression"`` keeps y as
+    float32 targets (int64 labels otherwise).
     """
 
     def __init__(
@@ -91,10 +92,13 @@ class GivenClients(FederatedDataset):
         num_clients: int,
         test_set: tuple[np.ndarray, np.ndarray] | None = None,
         input_shape: tuple[int, ...] | None = None,
+        task: str = "classification",
     ) -> None:
+        self.task = task
+        y_dtype = np.float32 if task == "regression" else np.int64
         self._data: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         for cid, (x, y) in clients.items():
-            x, y = np.asarray(x, dtype=np.float32), np.asarray(y, dtype=np.int64)
+            x, y = np.asarray(x, dtype=np.float32), np.asarray(y, dtype=y_dtype)
             if len(x) != len(y) or len(y) == 0:
                 raise ValueError(f"client {cid}: x has {len(x)} rows, y {len(y)}; need n >= 1")
             if not 0 <= int(cid) < num_clients:
@@ -107,7 +111,8 @@ class GivenClients(FederatedDataset):
             raise ValueError(f"clients: samples of shapes {sorted(shapes)}, need one shape")
         self.input_shape = tuple(int(d) for d in shapes.pop())
         self.num_clients = num_clients
-        self.num_classes = max((int(y.max()) + 1 for _, y in self._data.values()), default=1)
+        labels = (int(y.max()) + 1 for _, y in self._data.values())
+        self.num_classes = 1 if task == "regression" else max(labels, default=1)
         if test_set is None:
             test_set = (np.zeros((0, *self.input_shape), np.float32), np.zeros(0, np.int64))
         self._test = test_set

@@ -61,14 +61,27 @@ def _check_options(options: object) -> None:
                 raise _fail(f.name, err)
 
 
-def _check_labels(labels: np.ndarray, num_clients: int) -> np.ndarray:
+def _check_labels(labels: np.ndarray, num_clients: int, scheme: str | None = None) -> np.ndarray:
+    """Labels as int64; ``scheme`` names a scheme that splits by class (real targets refused).
+
+    Schemes that only count samples (``scheme=None``) accept regression targets too.
+    """
     labels = np.asarray(labels)
-    if labels.ndim != 1 or (len(labels) and labels.dtype.kind not in "iu"):
+    if labels.ndim != 1:
+        raise ValueError(f"labels must be a 1-D array, got shape {labels.shape}")
+    if num_clients < 1:
+        raise ConfigError(f"population.num_clients: must be >= 1, got {num_clients}")
+    if len(labels) and labels.dtype.kind == "f":
+        if scheme is not None:
+            raise ConfigError(
+                f"partition.scheme: {scheme!r} splits by class, but the dataset has real-valued "
+                "(regression) targets; use iid or quantity_skew"
+            )
+        return labels
+    if len(labels) and labels.dtype.kind not in "iu":
         raise ValueError(f"labels must be a 1-D integer array, got {labels.dtype} {labels.shape}")
     if len(labels) and labels.min() < 0:
         raise ValueError("labels must be >= 0")
-    if num_clients < 1:
-        raise ConfigError(f"population.num_clients: must be >= 1, got {num_clients}")
     return labels.astype(np.int64, copy=False)
 
 
@@ -179,7 +192,7 @@ def shards(options: ShardsOptions, labels: np.ndarray, num_clients: int, seed: i
     left unassigned.
     """
     _check_options(options)
-    labels = _check_labels(labels, num_clients)
+    labels = _check_labels(labels, num_clients, "shards")
     n = len(labels)
     needed = num_clients * options.shards_per_client
     if options.num_shards != needed:
@@ -267,7 +280,7 @@ def dirichlet(
     further from q_k when their preferred classes have run out.
     """
     _check_options(options)
-    labels = _check_labels(labels, num_clients)
+    labels = _check_labels(labels, num_clients, "dirichlet")
     n = len(labels)
     total = _total_samples(options.samples_per_client, num_clients, n)
     rng = _rng(seed, _DIRICHLET_STREAM)

@@ -99,8 +99,9 @@ class PartitionSummary:
         sizes = self.size_stats()
         labels = describe(self.labels_per_client())
         shape = "x".join(str(d) for d in self.input_shape)
+        kind = f"{self.num_classes} labels" if self.num_classes else "regression targets"
         lines = [
-            f"{self.num_clients:,} clients, {self.num_classes} labels, inputs of shape {shape}",
+            f"{self.num_clients:,} clients, {kind}, inputs of shape {shape}",
             f"samples per client (all {self.num_clients:,} clients): "
             f"min {sizes['min']:,.0f}, median {sizes['median']:,.1f}, "
             f"mean {sizes['mean']:,.1f}, max {sizes['max']:,.0f}; total {sizes['total']:,.0f}",
@@ -110,10 +111,12 @@ class PartitionSummary:
             if self.sampled
             else f"all {self.num_clients:,} clients"
         )
-        lines.append(
-            f"labels per client ({scope}): min {labels['min']:.0f}, "
-            f"median {labels['median']:.1f}, mean {labels['mean']:.2f}, max {labels['max']:.0f}"
-        )
+        if self.num_classes:
+            lines.append(
+                f"labels per client ({scope}): min {labels['min']:.0f}, "
+                f"median {labels['median']:.1f}, mean {labels['mean']:.2f}, "
+                f"max {labels['max']:.0f}"
+            )
         if rows > 0 and len(self.frame):
             lines += ["", self.frame.head(rows).to_string(index=False)]
             if len(self.frame) > rows:
@@ -155,7 +158,10 @@ def summarize_partition(
 def write_partition_summary(
     summary: PartitionSummary, out_dir: str | Path, formats: Sequence[str] = ("png", "svg")
 ) -> list[Path]:
-    """Write ``partition.csv`` and the label-distribution figure (with its CSV); return paths."""
+    """Write ``partition.csv`` and the label-distribution figure (with its CSV); return paths.
+
+    A regression set has no labels: only ``partition.csv`` (client sizes) is written.
+    """
     # Imported here: matplotlib is needed only when a figure is drawn.
     from fedsim.analysis.plots import plot_label_distribution, save_figure
 
@@ -163,6 +169,8 @@ def write_partition_summary(
     out.mkdir(parents=True, exist_ok=True)
     csv = out / "partition.csv"
     summary.frame.to_csv(csv, index=False)
+    if not summary.num_classes:
+        return [csv]
     fig, _, data = plot_label_distribution(summary.frame)
     written = [csv, *save_figure(fig, out, "label_distribution", formats)]
     data_file = out / "label_distribution.csv"

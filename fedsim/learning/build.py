@@ -123,6 +123,7 @@ def from_config(
     data = load_data(cfg)
     entry = MODELS.get(cfg.model.name)
     model = entry.factory(cfg.model.options, data.input_shape, data.num_classes)
+    _check_task(model, data, "model.task")
     strat = strategy or STRATEGIES.get(cfg.strategy.name).factory(cfg.strategy.options)
     aggregator = AGGREGATORS.get(cfg.aggregator.name).factory(cfg.aggregator.options)
     population = Population(cfg.population, cfg.experiment.seed, base_dir)
@@ -155,7 +156,14 @@ def _model(model_fn: Any, data: FederatedData | None) -> Model:
             f"model_fn: the model takes inputs of shape {tuple(made.input_shape)}, "
             f"the data has {data.input_shape}"
         )
+    _check_task(made, data, "model_fn")
     return made
+
+
+def _check_task(model: Model, data: FederatedData | None, key: str) -> None:
+    task = getattr(data.dataset, "task", "classification") if data is not None else model.task
+    if model.task != task:
+        raise ConfigError(f"{key}: the model does {model.task}, the data is a {task} set")
 
 
 def _is_torch(obj: Any) -> bool:

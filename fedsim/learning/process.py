@@ -129,9 +129,8 @@ class IterativeProcess:
 
     def _given(self, clients: Mapping[int, tuple[np.ndarray, np.ndarray]]) -> GivenClients:
         test = self.data.test_set if self.data is not None else None
-        return GivenClients(
-            clients, self.population.num_clients, test, input_shape=self.model.input_shape
-        )
+        shape, task = self.model.input_shape, self.model.task
+        return GivenClients(clients, self.population.num_clients, test, shape, task)
 
     def _make_server(self, dataset: FederatedDataset, *, local: bool) -> Server:
         strategy = copy.deepcopy(self._strategy)

@@ -106,14 +106,16 @@ class RoundMetrics:
         return {k: v for k, v in self.record.items() if k not in WALL_CLOCK_COLUMNS}
 
     def __str__(self) -> str:
-        keys = ("train_loss", "test_accuracy", "test_loss", "sim_time_s")
-        keys += ("reporting", "stragglers", "dropped", "cum_bytes")
-        parts = [f"{k}={_fmt(self.record[k])}" for k in keys]
+        tests = [k for k, v in self.record.items() if k.startswith("test_") and not _nan(v)]
+        keys = ["train_loss", *tests, "sim_time_s", "reporting", "stragglers", "dropped"]
+        parts = [f"{k}={_fmt(self.record[k])}" for k in [*keys, "cum_bytes"]]
         return "{" + ", ".join(parts) + "}"
 
 
 def evaluate(state: State, data: Any, model: Model | None = None) -> dict[str, float]:
-    """{"loss", "accuracy"} of the state's model on a test set.
+    """The loss and scores of the state's model on a test set, as rounds.csv's test columns.
+
+    Scores are ``accuracy`` for classification, ``mae`` and ``rmse`` for regression.
 
     ``data``: a FederatedData (its test set), a FederatedDataset or ``(x, y)``. ``model``
     defaults to the model of the process the state came from (a loaded state needs it given).
@@ -128,8 +130,8 @@ def evaluate(state: State, data: Any, model: Model | None = None) -> dict[str, f
     else:
         x, y = xy_arrays(data)
     with threadpool_limits(limits=1):
-        loss, acc = model.evaluate(state.model, x, y)
-    return {"loss": float(loss), "accuracy": float(acc)}
+        found = model.metrics(state.model, x, y)
+    return {k: float(v) for k, v in found.items()}
 
 
 def xy_arrays(value: Any) -> tuple[np.ndarray, np.ndarray]:
@@ -161,6 +163,10 @@ def tree_equal(a: Any, b: Any) -> bool:
     if isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b):
         return True
     return bool(a == b)
+
+
+def _nan(v: Any) -> bool:
+    return isinstance(v, float | np.floating) and math.isnan(v)
 
 
 def _fmt(v: Any) -> str:

@@ -9,14 +9,22 @@ client's result does not depend on which other clients it was stacked with.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from typing import Literal
 
 import numpy as np
+
+from fedsim.models import scoring
+
+#: What a model predicts: class logits (integer labels, cross-entropy) or one real value
+#: (float targets, mean squared error).
+Task = Literal["classification", "regression"]
 
 
 class Model(ABC):
     input_shape: tuple[int, ...]
     num_classes: int
     num_parameters: int
+    task: Task = "classification"
 
     @abstractmethod
     def init(self, seed: int) -> np.ndarray:
@@ -26,15 +34,20 @@ class Model(ABC):
     def loss_and_grad(
         self, w: np.ndarray, x: np.ndarray, y: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Mean cross-entropy over each client's batch and its gradient.
+        """Mean loss over each client's batch and its gradient.
 
-        w: (C, P) float32; x: (C, B, *input_shape) float32; y: (C, B) int64.
+        The loss is cross-entropy for classification (y: (C, B) int64 labels) and the mean
+        squared error for regression (y: (C, B) float32 targets).
+        w: (C, P) float32; x: (C, B, *input_shape) float32.
         Returns (loss of shape (C,) float64, grad of shape (C, P) float32).
         """
 
     @abstractmethod
     def logits(self, w: np.ndarray, x: np.ndarray) -> np.ndarray:
-        """Logits for one parameter vector w (P,) on x (n, *input_shape): (n, num_classes)."""
+        """Outputs for one parameter vector w (P,) on x (n, *input_shape).
+
+        Classification: logits (n, num_classes); regression: predictions (n, 1).
+        """
 
     @property
     def model_bytes(self) -> int:
@@ -44,16 +57,24 @@ class Model(ABC):
     def evaluate(
         self, w: np.ndarray, x: np.ndarray, y: np.ndarray, batch_size: int = 2048
     ) -> tuple[float, float]:
-        """(mean cross-entropy loss, accuracy) of parameters w on (x, y)."""
-        if len(y) == 0:
-            return float("nan"), float("nan")
-        loss_sum = 0.0
-        correct = 0
+        """(mean loss, accuracy) of parameters w on (x, y); accuracy is NaN for regression."""
+        found = self.metrics(w, x, y, batch_size)
+        return found["loss"], found.get("accuracy", float("nan"))
+
+    def metrics(
+        self, w: np.ndarray, x: np.ndarray, y: np.ndarray, batch_size: int = 2048
+    ) -> dict[str, float]:
+        """Mean loss and the task's scores of w on (x, y), see :data:`scoring.SCORES`.
+
+        Classification: ``loss`` (cross-entropy), ``accuracy``; regression: ``loss`` (mean
+        squared error), ``mae``, ``rmse``. All NaN when y is empty.
+        """
+        sums: dict[str, float] | None = None
         for start in range(0, len(y), batch_size):
-            z = self.logits(w, x[start : start + batch_size]).astype(np.float64)
-            yb = y[start : start + batch_size]
-            z -= z.max(axis=1, keepdims=True)
-            logp = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
-            loss_sum -= logp[np.arange(len(yb)), yb].sum()
-            correct += int((z.argmax(axis=1) == yb).sum())
-        return loss_sum / len(y), correct / len(y)
+            part = scoring.batch_sums(
+                self.task,
+                self.logits(w, x[start : start + batch_size]),
+                y[start : start + batch_size],
+            )
+            sums = part if sums is None else {k: sums[k] + v for k, v in part.items()}
+        return scoring.finish(self.task, sums, len(y))

@@ -14,16 +14,20 @@ from functools import lru_cache
 
 import numpy as np
 
-from fedsim.models.base import Model
+from fedsim.models.base import Model, Task
 from fedsim.options import check, each, positive
 from fedsim.registry import MODELS
 
 
 @dataclass(frozen=True)
 class MlpOptions:
-    """Widths of the hidden layers, input side first; empty means softmax regression."""
+    """Widths of the hidden layers, input side first; empty means softmax regression.
+
+    ``task = "regression"``: one linear output trained with the mean squared error.
+    """
 
     hidden: tuple[int, ...] = field(default=(200, 200), metadata=check(each(positive)))
+    task: Task = "classification"
 
 
 @lru_cache(maxsize=64)
@@ -67,8 +71,27 @@ def softmax_cross_entropy_(z: np.ndarray, y: np.ndarray) -> np.ndarray:
     return loss
 
 
+def squared_error_(z: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Mean squared error per client of predictions z (C, B, 1) for targets y (C, B); (C,).
+
+    Overwrites z with the gradient of that mean with respect to the predictions, 2 (z - y) / B.
+    The loss is summed in float64 per client, so a client's numbers do not depend on C.
+    """
+    num_clients, batch, _ = z.shape
+    err = z[:, :, 0]
+    err -= y
+    loss = np.einsum("cb,cb->c", err.astype(np.float64), err.astype(np.float64))
+    loss /= batch
+    err *= 2.0 / batch
+    return loss
+
+
 class DenseNetwork(Model):
-    """Dense layers of the given hidden widths with ReLU between them, then linear logits."""
+    """Dense layers of the given hidden widths with ReLU between them, then a linear output.
+
+    Classification: ``num_classes`` logits and cross-entropy; regression (``task``): one output
+    and the mean squared error (``num_classes`` is ignored).
+    """
 
     def __init__(
         self,
@@ -76,15 +99,20 @@ class DenseNetwork(Model):
         num_classes: int,
         hidden: tuple[int, ...] = (),
         bias: bool = True,
+        task: Task = "classification",
     ) -> None:
+        if task not in ("classification", "regression"):
+            raise ValueError(f"task must be 'classification' or 'regression', got {task!r}")
+        self.task = task
         self.input_shape = tuple(int(d) for d in input_shape)
-        self.num_classes = int(num_classes)
+        self.num_classes = int(num_classes) if task == "classification" else 0
         self.hidden = tuple(int(h) for h in hidden)
         self.bias = bool(bias)
-        if self.num_classes < 1 or any(h < 1 for h in self.hidden):
+        outputs = self.num_classes if task == "classification" else 1
+        if outputs < 1 or any(h < 1 for h in self.hidden):
             raise ValueError(f"layer widths must be positive, got {self.hidden}, {num_classes}")
         self.num_features = int(np.prod(self.input_shape, dtype=np.int64))
-        widths = (self.num_features, *self.hidden, self.num_classes)
+        widths = (self.num_features, *self.hidden, outputs)
         # (weight start, bias start, bias end, fan_in, fan_out) of each layer in the flat vector.
         self._layers: list[tuple[int, int, int, int, int]] = []
         offset = 0
@@ -132,14 +160,18 @@ class DenseNetwork(Model):
     def loss_and_grad(
         self, w: np.ndarray, x: np.ndarray, y: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Mean cross-entropy per client and its gradient, computed in the dtype of w.
+        """Mean loss per client and its gradient, computed in the dtype of w.
 
-        w: (C, P); x: (C, B, *input_shape); y: (C, B) integer labels. Returns loss (C,) float64
-        and grad (C, P) in w's dtype (float32 in the simulator; float64 serves gradient checks).
+        w: (C, P); x: (C, B, *input_shape); y: (C, B) integer labels (cross-entropy) or float
+        targets (regression: mean squared error). Returns loss (C,) float64 and grad (C, P) in
+        w's dtype (float32 in the simulator; float64 serves gradient checks).
         """
         acts = self._forward(w, x)
         delta = acts.pop()
-        loss = softmax_cross_entropy_(delta, y)
+        if self.task == "regression":
+            loss = squared_error_(delta, np.asarray(y, dtype=delta.dtype))
+        else:
+            loss = softmax_cross_entropy_(delta, y)
         # C-ordered whatever w's layout, so that the layer views below never become copies.
         grad = np.empty(w.shape, dtype=w.dtype)
         ones_batch = _ones(delta.shape[1], delta.dtype)
@@ -157,11 +189,11 @@ class DenseNetwork(Model):
         return loss, grad
 
     def logits(self, w: np.ndarray, x: np.ndarray) -> np.ndarray:
-        """Logits for one parameter vector w (P,) on x (n, *input_shape): (n, num_classes)."""
+        """Outputs for one parameter vector w (P,) on x (n, *input_shape): (n, outputs)."""
         return self._forward(w[None], x[None])[-1][0]
 
 
 @MODELS.register("mlp", MlpOptions)
 def make_mlp(options: MlpOptions, input_shape: tuple[int, ...], num_classes: int) -> Model:
     """Fully connected ReLU network with ``options.hidden`` widths on the flattened input."""
-    return DenseNetwork(input_shape, num_classes, options.hidden)
+    return DenseNetwork(input_shape, num_classes, options.hidden, task=options.task)

@@ -30,6 +30,9 @@ from fedsim.runtime.executors import Executor
 from fedsim.runtime.work import ChunkResult, make_chunks
 from fedsim.strategies.base import Aggregate, RoundContext, Strategy
 
+#: The test-set scores a round may record (the model's task decides which are filled).
+_TEST_KEYS = ("test_accuracy", "test_loss", "test_mae", "test_rmse")
+
 
 @dataclass
 class RoundResult:
@@ -274,11 +277,11 @@ class Server:
         """The evaluations due this round (test set, global objective, per-client spread)."""
         srv = self.cfg.server
         out = dict.fromkeys(
-            ("test_loss", "test_accuracy", "global_train_loss", "global_train_accuracy"), math.nan
+            (*_TEST_KEYS, "global_train_loss", "global_train_accuracy", *CLIENT_ACC_COLUMNS),
+            math.nan,
         )
-        out.update(dict.fromkeys(CLIENT_ACC_COLUMNS, math.nan))
         if (srv.eval_every and r % srv.eval_every == 0) or r == srv.rounds:
-            out["test_loss"], out["test_accuracy"] = self.evaluate()
+            out.update(self.evaluate())
             if srv.eval_train:
                 out["global_train_loss"], out["global_train_accuracy"] = self.evaluate_train()
         if srv.client_eval_every and (r % srv.client_eval_every == 0 or r == srv.rounds):
@@ -381,11 +384,12 @@ class Server:
             clients["protocol_bytes_down"] = rnd.costs.down if rnd.costs is not None else none
         return clients
 
-    def evaluate(self) -> tuple[float, float]:
-        """(test loss, test accuracy) of the global model on the central test set."""
+    def evaluate(self) -> dict[str, float]:
+        """The global model's scores on the central test set, keyed ``test_<score>``."""
         x, y = self.dataset.test_set()
         with threadpool_limits(limits=1):
-            return self.model.evaluate(self.w, x, y)
+            found = self.model.metrics(self.w, x, y)
+        return {f"test_{k}": v for k, v in found.items()}
 
     def evaluate_clients(self) -> dict[str, float]:
         """Percentiles of per-client accuracy over a fixed sample of clients (fairness)."""
