@@ -66,6 +66,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
         f"{(s['bytes_up_total'] + s['bytes_down_total']) / 1e6:.1f} MB communicated, "
         f"wall time {s['wall_time_s']:.1f} s"
     )
+    if "test_auc" in s:
+        print(
+            f"test AUC {s['test_auc']:.4f} (centralised {s['centralised_auc']:.4f}, "
+            f"active party only {s['active_only_auc']:.4f})"
+        )
     _plot_run(out)
     print(f"results: {out}")
     return 0

@@ -124,10 +124,23 @@ def _dist_in(lo: float, hi: float, *, hi_open: bool = False, lo_open: bool = Fal
     return _check
 
 
+#: Experiment kinds beside horizontal FL (the default): kind -> module that runs it. The kind's
+#: settings are the section named like it (``[vertical]``), validated by that module's
+#: ``Options`` when the run starts; the module is imported only then, by the runner.
+KIND_MODULES: dict[str, str] = {"vertical": "fedsim.vertical.experiment"}
+HORIZONTAL = "horizontal"
+
+
+def _known_kind(v: str) -> str | None:
+    kinds = (HORIZONTAL, *KIND_MODULES)
+    return None if v in kinds else f"must be one of {', '.join(map(repr, kinds))}, got {v!r}"
+
+
 @dataclass(frozen=True)
 class ExperimentConfig:
     name: str = "experiment"
     seed: int = field(default=0, metadata=check(non_negative))
+    kind: str = field(default=HORIZONTAL, metadata=check(_known_kind))
 
 
 @dataclass(frozen=True)
@@ -265,17 +278,24 @@ class Config:
     runtime: RuntimeConfig = RuntimeConfig()
     faults: FaultsConfig = FaultsConfig()
     privacy: PrivacyOptions = PrivacyOptions()
+    # The section of a kind other than horizontal (e.g. [vertical]) as written; its module
+    # validates it. A horizontal run has none.
+    kind_table: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """The resolved config as plain TOML-ready tables (inverse of :func:`from_dict`)."""
+        kind = self.experiment.kind
+        if kind != HORIZONTAL:
+            return {"experiment": to_table(self.experiment), kind: _deepcopy(self.kind_table)}
         out: dict[str, Any] = {}
         for section, (key, _) in _COMPONENTS.items():
             comp: ComponentConfig = getattr(self, section)
             out[section] = {key: comp.name, **to_table(comp.options)}
         for section in _PLAIN:
             out[section] = to_table(getattr(self, section))
-        order = list(Config.__dataclass_fields__)
-        return {s: out[s] for s in order}
+        # The default kind is not written, so horizontal configs and checkpoints read as before.
+        del out["experiment"]["kind"]
+        return {s: out[s] for s in _SECTIONS}
 
 
 _COMPONENTS: dict[str, tuple[str, Registry]] = {
@@ -285,6 +305,7 @@ _COMPONENTS: dict[str, tuple[str, Registry]] = {
     "strategy": ("name", STRATEGIES),
     "aggregator": ("name", AGGREGATORS),
 }
+_SECTIONS = [s for s in Config.__dataclass_fields__ if s != "kind_table"]
 _PLAIN: dict[str, type] = {
     "experiment": ExperimentConfig,
     "population": PopulationConfig,
@@ -313,12 +334,21 @@ def _component(section: str, table: dict[str, Any]) -> ComponentConfig:
 
 def from_dict(raw: dict[str, Any]) -> Config:
     """Validate a raw TOML mapping into a :class:`Config`; raises ConfigError on bad input."""
-    unknown = sorted(set(raw) - set(Config.__dataclass_fields__))
+    unknown = sorted(set(raw) - set(_SECTIONS) - set(KIND_MODULES))
     if unknown:
-        known = ", ".join(Config.__dataclass_fields__)
+        known = ", ".join([*_SECTIONS, *KIND_MODULES])
         raise ConfigError(f"{unknown[0]}: unknown section (sections: {known})")
+    experiment = build(ExperimentConfig, raw.get("experiment", {}), "experiment")
+    if experiment.kind != HORIZONTAL:
+        return _other_kind(experiment, raw)
+    other = sorted(set(raw) & set(KIND_MODULES))
+    if other:
+        raise ConfigError(
+            f"{other[0]}: read only when experiment.kind = {other[0]!r}; this run is "
+            f"{HORIZONTAL!r} (set experiment.kind or remove the section)"
+        )
     sections: dict[str, Any] = {}
-    for section in Config.__dataclass_fields__:
+    for section in _SECTIONS:
         table = raw.get(section, {})
         if section in _COMPONENTS:
             sections[section] = _component(section, table)
@@ -327,6 +357,21 @@ def from_dict(raw: dict[str, Any]) -> Config:
     cfg = Config(**sections)
     _cross_check(cfg)
     return cfg
+
+
+def _other_kind(experiment: ExperimentConfig, raw: dict[str, Any]) -> Config:
+    """A run of another kind: [experiment] and the kind's own section, nothing horizontal."""
+    kind = experiment.kind
+    stray = [s for s in raw if s not in ("experiment", kind)]
+    if stray:
+        raise ConfigError(
+            f"{stray[0]}: not used when experiment.kind = {kind!r} (its settings are in "
+            f"[{kind}]); remove the section"
+        )
+    table = raw.get(kind, {})
+    if not isinstance(table, dict):
+        raise ConfigError(f"{kind}: must be a table, got {table!r}")
+    return Config(experiment=experiment, kind_table=_deepcopy(table))
 
 
 def _cross_check(cfg: Config) -> None:

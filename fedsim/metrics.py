@@ -100,9 +100,16 @@ class Recorder:
     record where the records of its round end and a resumed run can cut off what follows.
     """
 
-    def __init__(self, out_dir: Path | None, client_records: bool = True) -> None:
+    def __init__(
+        self,
+        out_dir: Path | None,
+        client_records: bool = True,
+        columns: list[str] | None = None,
+    ) -> None:
         self.out_dir = out_dir
         self.client_records = client_records
+        # Experiment kinds other than horizontal write their own columns (e.g. bytes per party).
+        self.columns = list(ROUND_COLUMNS if columns is None else columns)
         self.rounds: list[dict[str, Any]] = []
         self.client_frames: list[pd.DataFrame] = []
         self.offsets: dict[str, int] = {ROUNDS_FILE: 0, CLIENTS_FILE: 0}
@@ -156,7 +163,7 @@ class Recorder:
 
     def add(self, record: dict[str, Any], clients: dict[str, np.ndarray]) -> None:
         self.rounds.append(record)
-        row = pd.DataFrame([record], columns=ROUND_COLUMNS)
+        row = pd.DataFrame([record], columns=self.columns)
         self._append(ROUNDS_FILE, row)
         if self.client_records:
             frame = pd.DataFrame(clients)
@@ -184,7 +191,7 @@ class Recorder:
                     os.fsync(f.fileno())
 
     def rounds_frame(self) -> pd.DataFrame:
-        return pd.DataFrame(self.rounds, columns=ROUND_COLUMNS)
+        return pd.DataFrame(self.rounds, columns=self.columns)
 
     def clients_frame(self) -> pd.DataFrame | None:
         if not self.client_frames:

@@ -33,6 +33,11 @@ class Purpose(IntEnum):
     STRAGGLER = 13
     PARTITION = 14
     FAULT_NAN = 15
+    PARTY_PROFILE = 16
+    VERTICAL_DATA = 17
+    VERTICAL_SPLIT = 18
+    VERTICAL_INIT = 19
+    VERTICAL_SHUFFLE = 20
 
 
 def generator(seed: int, *keys: int) -> np.random.Generator:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import importlib
 import json
 import math
 import os
@@ -26,7 +27,7 @@ from fedsim.config import Config
 from fedsim.data import FederatedDataset, build_dataset
 from fedsim.metrics import Recorder, write_json, write_text
 from fedsim.models.base import Model
-from fedsim.options import ConfigError
+from fedsim.options import ConfigError, build, to_table
 from fedsim.population import Population
 from fedsim.privacy.rounds import round_accountant
 from fedsim.provenance import provenance
@@ -265,6 +266,8 @@ def run(
     """
     cfg, base_dir = config_mod.resolve(config, overrides)
     out = Path(out_dir) if out_dir is not None else None
+    if cfg.experiment.kind != config_mod.HORIZONTAL:
+        return _run_kind(cfg, out, base_dir, progress, on_round)
     if out is not None and (out / CONFIG_FILE).exists():
         if not resume:
             raise ConfigError(
@@ -294,7 +297,51 @@ def resume(
         what = "no such folder" if not run_dir.is_dir() else f"not a run folder (no {CONFIG_FILE})"
         raise ConfigError(f"{run_dir}: {what}")
     cfg = config_mod.load(run_dir / CONFIG_FILE, list(overrides))
+    if cfg.experiment.kind != config_mod.HORIZONTAL:
+        raise ConfigError(
+            f"experiment.kind: a {cfg.experiment.kind!r} run has no checkpoints and cannot be "
+            f"resumed; run its config again into a new folder ({run_dir})"
+        )
     return _continue(run_dir, cfg, None, progress, on_round)
+
+
+def _run_kind(
+    cfg: Config,
+    out: Path | None,
+    base_dir: Path | None,
+    progress: bool,
+    on_round: Callable[[dict[str, Any]], None] | None,
+) -> RunResult:
+    """Run an experiment of a kind other than horizontal through its module.
+
+    The module (``config.KIND_MODULES``) provides ``Options``, the dataclass of its section,
+    and ``prepare(experiment, options, base_dir)``, which validates the data (ConfigError)
+    and returns a job whose ``run(out, progress, on_round)`` gives (rounds, summary, model).
+    The run folder (lock, config.toml, summary.json) is handled here as for horizontal runs.
+    """
+    kind = cfg.experiment.kind
+    module = importlib.import_module(config_mod.KIND_MODULES[kind])
+    options = build(module.Options, cfg.kind_table, kind)
+    job = module.prepare(cfg.experiment, options, base_dir)
+    cfg = config_mod.Config(experiment=cfg.experiment, kind_table=to_table(options))
+    if out is not None and (out / CONFIG_FILE).exists():
+        raise ConfigError(f"{out}: already holds a run; choose another output folder")
+    t0 = time.perf_counter()
+    lock = None
+    try:
+        if out is not None:
+            out.mkdir(parents=True, exist_ok=True)
+            lock = checkpoint.RunLock(out)
+            (out / "rounds.csv").unlink(missing_ok=True)
+            write_text(out / CONFIG_FILE, config_mod.dumps_toml(cfg.to_dict()))
+        rounds, summary, model = job.run(out, progress, on_round)
+    finally:
+        if lock is not None:
+            lock.close()
+    summary["wall_time_s"] = time.perf_counter() - t0
+    if out is not None:
+        write_json(out / "summary.json", summary)
+    return RunResult(cfg, rounds, None, summary, model, out)
 
 
 def _continue(

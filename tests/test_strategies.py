@@ -18,7 +18,7 @@ from fedsim import config as config_mod
 from fedsim.models.softmax import SoftmaxRegression
 from fedsim.registry import STRATEGIES
 from fedsim.runtime.client_state import ClientStateStore
-from fedsim.strategies import Aggregate, RoundContext, ServerAdaptive, ServerSGD
+from fedsim.strategies import Aggregate, ClientBatch, RoundContext, ServerAdaptive, ServerSGD
 from fedsim.strategies.fednova import FedNova, step_weight_norm
 from fedsim.strategies.local_sgd import local_sgd, local_steps
 from fedsim.strategies.scaffold import CONTROL, Scaffold, ScaffoldClient
@@ -108,9 +108,7 @@ def test_scaffold_client_runs_corrected_sgd_and_updates_its_control_variate_opti
     c_i = (0.05 * rng.normal(size=(2, model.num_parameters))).astype(np.float32)
     lr, bs, epochs = 0.1, 5, 2
     ctx = RoundContext(1, 0, lr, bs, False, {CONTROL: c})
-    out = ScaffoldClient()(
-        model, w0, x, y, epochs=epochs, orders=None, ctx=ctx, state={CONTROL: c_i}
-    )
+    out = ScaffoldClient()(ClientBatch(model, w0, x, y, epochs, None, ctx, {CONTROL: c_i}))
     # By hand: K = 2 epochs x ceil(12 / 5) = 6 steps of y <- y - lr (g(y) - c_i + c).
     k = local_steps(12, epochs, bs)
     assert k == 6

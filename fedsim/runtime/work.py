@@ -17,7 +17,7 @@ from fedsim.data.base import FederatedDataset
 from fedsim.models.base import Model
 from fedsim.pipeline.base import Pipeline, UpdateBatch
 from fedsim.rng import Purpose, generator, uniform
-from fedsim.strategies.base import ClientUpdate, RoundContext
+from fedsim.strategies.base import ClientBatch, ClientUpdate, RoundContext
 
 if TYPE_CHECKING:
     from fedsim.aggregators.base import Aggregator
@@ -217,7 +217,7 @@ def _train_stack(
             [_epoch_orders(spec.seed, ctx.round, int(cid), e, n) for cid in member_ids]
         )
     client_state = {name: state[name][members] for name in spec.client.state}
-    out = spec.client(model, w_global, x, y, epochs=e, orders=orders, ctx=ctx, state=client_state)
+    out = spec.client(ClientBatch(model, w_global, x, y, e, orders, ctx, client_state))
     w = out.w
     bad = screen_updates(w, w_global, spec, ctx.round, member_ids)
     rejected[members] = bad

@@ -3,17 +3,19 @@
 from fedsim.strategies import fedavg, fednova, scaffold  # noqa: F401  (registration)
 from fedsim.strategies.base import (
     Aggregate,
+    ClientBatch,
     ClientOutput,
     ClientUpdate,
     Payload,
     RoundContext,
     Strategy,
 )
-from fedsim.strategies.local_sgd import LocalSGD, local_sgd
+from fedsim.strategies.local_sgd import LocalSGD, local_sgd, sgd_on
 from fedsim.strategies.optimizers import ServerAdaptive, ServerOptimizer, ServerSGD
 
 __all__ = [
     "Aggregate",
+    "ClientBatch",
     "ClientOutput",
     "ClientUpdate",
     "LocalSGD",
@@ -24,4 +26,5 @@ __all__ = [
     "ServerSGD",
     "Strategy",
     "local_sgd",
+    "sgd_on",
 ]

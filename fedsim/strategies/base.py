@@ -64,36 +64,43 @@ class ClientOutput:
     state: dict[str, np.ndarray] = field(default_factory=dict)  # name -> (C, width) float32
 
 
+@dataclass
+class ClientBatch:
+    """A stack of C clients with the same batch schedule, and what they start from.
+
+    x: (C, n, *input_shape); y: (C, n); ``orders`` (C, epochs, n) each client's sample order
+    per epoch, or None for data order; ``state`` the clients' state rows (name -> (C, width)).
+    """
+
+    model: Model
+    w_global: np.ndarray  # (P,) float32
+    x: np.ndarray
+    y: np.ndarray
+    epochs: int
+    orders: np.ndarray | None
+    ctx: RoundContext
+    state: dict[str, np.ndarray] = field(default_factory=dict)
+
+    @property
+    def num_samples(self) -> int:
+        return int(self.y.shape[1])
+
+
 class ClientUpdate(ABC):
     """What a client computes; one object per run, shipped to the workers (picklable).
 
     ``state`` names per-client state rows (name -> width, ``-1`` = the parameter count) that
-    the engine stores for every client ever trained, hands to :meth:`__call__` (zeros the first
-    time) and stores again from :attr:`ClientOutput.state`. ``payloads`` names the extra
-    vectors a client uploads; they cost bytes on the wire like the model update.
+    the engine stores for every client ever trained, hands over in :attr:`ClientBatch.state`
+    (zeros the first time) and stores again from :attr:`ClientOutput.state`. ``payloads``
+    names the extra vectors a client uploads; they cost bytes on the wire like the update.
     """
 
     state: dict[str, int] = {}
     payloads: dict[str, Payload] = {}
 
     @abstractmethod
-    def __call__(
-        self,
-        model: Model,
-        w_global: np.ndarray,
-        x: np.ndarray,
-        y: np.ndarray,
-        *,
-        epochs: int,
-        orders: np.ndarray | None,
-        ctx: RoundContext,
-        state: dict[str, np.ndarray],
-    ) -> ClientOutput:
-        """Train C clients with the same batch schedule from ``w_global`` (P,) float32.
-
-        x: (C, n, *input_shape); y: (C, n); ``orders`` (C, epochs, n) each client's sample
-        order per epoch, or None for data order.
-        """
+    def __call__(self, batch: ClientBatch) -> ClientOutput:
+        """Train the stack of clients from ``batch.w_global``."""
 
 
 @dataclass

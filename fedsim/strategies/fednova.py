@@ -14,18 +14,17 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from fedsim.models.base import Model
 from fedsim.options import check, finite, non_negative, positive
 from fedsim.registry import STRATEGIES
 from fedsim.strategies.base import (
     Aggregate,
+    ClientBatch,
     ClientOutput,
     ClientUpdate,
     Payload,
-    RoundContext,
     Strategy,
 )
-from fedsim.strategies.local_sgd import local_sgd, local_steps
+from fedsim.strategies.local_sgd import local_steps, sgd_on
 from fedsim.strategies.optimizers import ServerSGD
 
 STEPS = "steps"
@@ -51,36 +50,15 @@ class FedNovaClient(ClientUpdate):
     def __init__(self, mu: float = 0.0) -> None:
         self.mu = mu
 
-    def __call__(
-        self,
-        model: Model,
-        w_global: np.ndarray,
-        x: np.ndarray,
-        y: np.ndarray,
-        *,
-        epochs: int,
-        orders: np.ndarray | None,
-        ctx: RoundContext,
-        state: dict[str, np.ndarray],
-    ) -> ClientOutput:
-        w, loss = local_sgd(
-            model,
-            w_global,
-            x,
-            y,
-            epochs=epochs,
-            batch_size=ctx.batch_size,
-            learning_rate=ctx.learning_rate,
-            mu=self.mu,
-            orders=orders,
-        )
-        a = step_weight_norm(
-            local_steps(y.shape[1], epochs, ctx.batch_size), ctx.learning_rate, self.mu
-        )
+    def __call__(self, batch: ClientBatch) -> ClientOutput:
+        w, loss = sgd_on(batch, self.mu)
+        tau = local_steps(batch.num_samples, batch.epochs, batch.ctx.batch_size)
+        a = step_weight_norm(tau, batch.ctx.learning_rate, self.mu)
         # The upload is the normalised update, sent as the model it would give.
-        normalised = w_global[None, :] + (w - w_global[None, :]) / np.float32(a)
+        w0 = batch.w_global[None, :]
+        normalised = (w0 + (w - w0) / np.float32(a)).astype(np.float32)
         steps = np.full((len(w), 1), a, dtype=np.float32)
-        return ClientOutput(normalised.astype(np.float32), loss, payloads={STEPS: steps})
+        return ClientOutput(normalised, loss, payloads={STEPS: steps})
 
 
 class FedNova(Strategy):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from fedsim.models.base import Model
-from fedsim.strategies.base import ClientOutput, ClientUpdate, RoundContext
+from fedsim.strategies.base import ClientBatch, ClientOutput, ClientUpdate
 
 
 def local_sgd(
@@ -73,6 +73,31 @@ def local_steps(num_samples: int, epochs: int, batch_size: int) -> int:
     return epochs * -(-num_samples // bs)
 
 
+def sgd_on(
+    batch: ClientBatch,
+    mu: float = 0.0,
+    correction: np.ndarray | None = None,
+    *,
+    momentum: float = 0.0,
+    weight_decay: float = 0.0,
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`local_sgd` on a :class:`ClientBatch` with the round's batch size and rate."""
+    return local_sgd(
+        batch.model,
+        batch.w_global,
+        batch.x,
+        batch.y,
+        epochs=batch.epochs,
+        batch_size=batch.ctx.batch_size,
+        learning_rate=batch.ctx.learning_rate,
+        mu=mu,
+        orders=batch.orders,
+        correction=correction,
+        momentum=momentum,
+        weight_decay=weight_decay,
+    )
+
+
 class LocalSGD(ClientUpdate):
     """Minibatch SGD on the client's data, with FedProx's proximal term for ``mu > 0``.
 
@@ -83,29 +108,7 @@ class LocalSGD(ClientUpdate):
     def __init__(self, mu: float = 0.0, momentum: float = 0.0, weight_decay: float = 0.0) -> None:
         self.mu, self.momentum, self.weight_decay = mu, momentum, weight_decay
 
-    def __call__(
-        self,
-        model: Model,
-        w_global: np.ndarray,
-        x: np.ndarray,
-        y: np.ndarray,
-        *,
-        epochs: int,
-        orders: np.ndarray | None,
-        ctx: RoundContext,
-        state: dict[str, np.ndarray],
-    ) -> ClientOutput:
-        w, loss = local_sgd(
-            model,
-            w_global,
-            x,
-            y,
-            epochs=epochs,
-            batch_size=ctx.batch_size,
-            learning_rate=ctx.learning_rate,
-            mu=self.mu,
-            orders=orders,
-            momentum=self.momentum,
-            weight_decay=self.weight_decay,
+    def __call__(self, batch: ClientBatch) -> ClientOutput:
+        return ClientOutput(
+            *sgd_on(batch, self.mu, momentum=self.momentum, weight_decay=self.weight_decay)
         )
-        return ClientOutput(w, loss)

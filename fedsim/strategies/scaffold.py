@@ -16,18 +16,17 @@ from typing import Any
 
 import numpy as np
 
-from fedsim.models.base import Model
 from fedsim.options import check, finite, positive
 from fedsim.registry import STRATEGIES
 from fedsim.strategies.base import (
     Aggregate,
+    ClientBatch,
     ClientOutput,
     ClientUpdate,
     Payload,
-    RoundContext,
     Strategy,
 )
-from fedsim.strategies.local_sgd import local_sgd, local_steps
+from fedsim.strategies.local_sgd import local_steps, sgd_on
 from fedsim.strategies.optimizers import ServerSGD
 
 CONTROL = "control"
@@ -42,34 +41,12 @@ class ScaffoldClient(ClientUpdate):
     state = {CONTROL: -1}
     payloads = {CONTROL: Payload(-1, "uniform")}
 
-    def __call__(
-        self,
-        model: Model,
-        w_global: np.ndarray,
-        x: np.ndarray,
-        y: np.ndarray,
-        *,
-        epochs: int,
-        orders: np.ndarray | None,
-        ctx: RoundContext,
-        state: dict[str, np.ndarray],
-    ) -> ClientOutput:
-        c_i = state[CONTROL]
-        c = ctx.broadcast[CONTROL]
-        w, loss = local_sgd(
-            model,
-            w_global,
-            x,
-            y,
-            epochs=epochs,
-            batch_size=ctx.batch_size,
-            learning_rate=ctx.learning_rate,
-            orders=orders,
-            correction=c[None, :] - c_i,
-        )
-        k = local_steps(y.shape[1], epochs, ctx.batch_size)
-        scale = np.float32(1.0 / (k * ctx.learning_rate))
-        c_new = c_i - c[None, :] + (w_global[None, :] - w) * scale
+    def __call__(self, batch: ClientBatch) -> ClientOutput:
+        c_i, c = batch.state[CONTROL], batch.ctx.broadcast[CONTROL]
+        w, loss = sgd_on(batch, correction=c[None, :] - c_i)
+        k = local_steps(batch.num_samples, batch.epochs, batch.ctx.batch_size)
+        scale = np.float32(1.0 / (k * batch.ctx.learning_rate))
+        c_new = c_i - c[None, :] + (batch.w_global[None, :] - w) * scale
         return ClientOutput(w, loss, payloads={CONTROL: c_new - c_i}, state={CONTROL: c_new})
 
 

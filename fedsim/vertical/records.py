@@ -1,0 +1,96 @@
+"""What a vertical run records: rounds.csv columns (one row per epoch), AUC, the summary.
+
+Round 0 is the ID alignment (private set intersection); round e >= 1 is training epoch e and
+the evaluation after it. ``selected`` and ``completed`` count the parties (every party takes
+part in every step of a vertical protocol; nobody straggles or drops). The columns are the
+horizontal ones (those that do not apply, such as ``epsilon``, are empty), ``test_auc`` and
+the bytes each party sent (``_up``) and received (``_down``). ``bytes_up`` is what the
+passive parties sent the active party, ``bytes_down`` what they received from it.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from fedsim.metrics import ROUND_COLUMNS
+
+
+def columns(parties: list[str]) -> list[str]:
+    """rounds.csv columns of a run with these parties."""
+    per_party = [f"bytes_{p}_{way}" for p in parties for way in ("up", "down")]
+    return [*ROUND_COLUMNS, "test_auc", *per_party]
+
+
+def auc(y: np.ndarray, score: np.ndarray) -> float:
+    """Area under the ROC curve (Mann-Whitney U; tied scores share their mean rank)."""
+    y = np.asarray(y).astype(bool)
+    pos, neg = int(y.sum()), int((~y).sum())
+    if pos == 0 or neg == 0:
+        return math.nan
+    ranks = pd.Series(np.asarray(score, dtype=np.float64)).rank(method="average").to_numpy()
+    return float((ranks[y].sum() - pos * (pos + 1) / 2) / (pos * neg))
+
+
+def evaluate(logits: np.ndarray, y: np.ndarray) -> dict[str, float]:
+    """Test loss (mean binary cross-entropy), accuracy at probability 0.5, and AUC."""
+    loss = float(np.mean(np.logaddexp(0.0, logits) - y * logits))
+    acc = float(np.mean((logits > 0) == (y == 1)))
+    return {"test_loss": loss, "test_accuracy": acc, "test_auc": auc(y, logits)}
+
+
+class Rows:
+    """Builds one row per round, keeping the cumulative columns."""
+
+    def __init__(self, parties: list[str]) -> None:
+        """``parties``: their names, the active party first."""
+        self.parties = parties
+        self.sim_time = 0.0
+        self.cum = {"up": 0, "down": 0}
+
+    def row(
+        self,
+        round_: int,
+        duration: float,
+        up: dict[str, int],
+        down: dict[str, int],
+        metrics: dict[str, float],
+        wall: float,
+    ) -> dict[str, Any]:
+        self.sim_time += duration
+        # Every message has the active party (parties[0]) at one end, so, as between clients
+        # and server in horizontal runs, up (passive -> active) + down counts each byte once.
+        passive = self.parties[1:]
+        total_up, total_down = sum(up[p] for p in passive), sum(down[p] for p in passive)
+        self.cum["up"] += total_up
+        self.cum["down"] += total_down
+        n = len(self.parties)
+        out: dict[str, Any] = {
+            "round": round_,
+            "sim_time_s": self.sim_time,
+            "round_duration_s": duration,
+            "selected": n,
+            "completed": n,
+            "stragglers": 0,
+            "dropped": 0,
+            "reporting": n,
+            "rejected": 0,
+            "bytes_down": total_down,
+            "bytes_up": total_up,
+            "cum_bytes_down": self.cum["down"],
+            "cum_bytes_up": self.cum["up"],
+            "cum_bytes": self.cum["up"] + self.cum["down"],
+            "train_loss": metrics.get("train_loss", math.nan),
+            "test_loss": metrics.get("test_loss", math.nan),
+            "test_accuracy": metrics.get("test_accuracy", math.nan),
+            "test_auc": metrics.get("test_auc", math.nan),
+            "failed": False,
+            "aborted": False,
+            "wall_time_s": wall,
+        }
+        for p in self.parties:
+            out[f"bytes_{p}_up"], out[f"bytes_{p}_down"] = up[p], down[p]
+        return out
