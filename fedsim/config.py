@@ -619,6 +619,18 @@ def with_overrides(cfg: Config, overrides: list[str]) -> Config:
     return from_dict(apply_overrides(cfg.to_dict(), overrides))
 
 
+def resolve(
+    config: Config | str | Path, overrides: list[str] | tuple[str, ...] = ()
+) -> tuple[Config, Path | None]:
+    """(config with overrides applied, the folder its relative paths start from).
+
+    ``config`` is a Config (no folder: None) or the path of an experiment file (its folder).
+    """
+    if isinstance(config, str | Path):
+        return load(config, overrides), Path(config).resolve().parent
+    return (with_overrides(config, list(overrides)) if overrides else config), None
+
+
 def dumps_toml(tables: dict[str, Any]) -> str:
     """Write config tables as TOML (the subset fedsim configs use)."""
     lines: list[str] = []

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import importlib
-import logging
 import math
 import os
 import signal
@@ -34,12 +33,12 @@ from fedsim.privacy.rounds import round_accountant
 from fedsim.provenance import provenance
 from fedsim.registry import AGGREGATORS, MODELS, STRATEGIES
 from fedsim.rundir import CONFIG_FILE, PARTITION_FILE, SUMMARY_FILE, default_out_dir
-from fedsim.runtime.address import probe_address
 from fedsim.runtime.asynchronous import check_strategy
 from fedsim.runtime.errors import RunError, WorkerFailedError
 from fedsim.runtime.executors import LocalExecutor
+from fedsim.runtime.ray_start import ensure_ray
 from fedsim.runtime.server import RoundResult, ServerActor, server_class
-from fedsim.runtime.work import TrainSpec
+from fedsim.runtime.work import train_spec
 from fedsim.strategies.base import Strategy
 
 __all__ = [
@@ -164,64 +163,6 @@ def _check_task(cfg: Config, dataset: FederatedDataset, task: str | None) -> Non
                 raise ConfigError(f"server.{key}: measures accuracy, a regression run has none")
 
 
-def train_spec(cfg: Config, strategy: Strategy, aggregator: Aggregator | None = None) -> TrainSpec:
-    return TrainSpec(
-        seed=cfg.experiment.seed,
-        client=strategy.client,
-        # Asynchronous steps need each client's update: they arrive at different steps.
-        streaming=(aggregator is None or aggregator.streaming) and cfg.server.mode == "sync",
-        max_update_norm=cfg.server.max_update_norm,
-        nan_update_rate=cfg.faults.nan_update_rate,
-    )
-
-
-def use_loopback_for_local_ray() -> None:
-    """Make a Ray instance started from this process listen on 127.0.0.1 only.
-
-    On Linux Ray otherwise registers its nodes under the machine's network address; a local
-    simulation has no reason to use anything but loopback. Ray reads the switch from the
-    environment (inherited by its own processes) and from a module constant in this process.
-    """
-    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
-    if "ray" in sys.modules:
-        from ray._private import ray_constants
-
-        ray_constants.ENABLE_RAY_CLUSTER = False
-
-
-def ensure_ray(address: str = "") -> None:
-    """Connect to ``address`` or start a local, loopback-only Ray instance, unless one runs."""
-    if not address:
-        use_loopback_for_local_ray()
-    else:
-        probe_address(address)  # even with Ray running here: the config names a dead address
-    import ray
-
-    if ray.is_initialized():
-        return
-    os.environ.setdefault("RAY_DEDUP_LOGS", "1")
-    kwargs: dict[str, Any] = {
-        "include_dashboard": False,
-        "logging_level": logging.WARNING,
-        "log_to_driver": True,
-    }
-    if address:
-        try:
-            ray.init(address=address, **kwargs)
-        except ConnectionError as err:
-            raise ConfigError(f"runtime.address: cannot connect to {address!r} ({err})") from None
-    else:
-        # "local": always a new instance, never a cluster that happens to run on this machine.
-        # Ray runs its workers at niceness 15 by default, so on a shared machine training
-        # yielded to any other process (two workers measured no faster than one): use 0.
-        ray.init(
-            address="local",
-            num_cpus=os.cpu_count() or 1,
-            _system_config={"worker_niceness": 0},
-            **kwargs,
-        )
-
-
 class _Session:
     """A backend-independent handle on a running server: ``round()`` and ``model()``."""
 
@@ -342,12 +283,7 @@ def run(
     parameters are the initial model), replaces the config's ``[model]`` section (not with
     ``resume``).
     """
-    base_dir = None
-    if isinstance(config, str | Path):
-        base_dir = Path(config).resolve().parent
-        cfg = config_mod.load(config, list(overrides))
-    else:
-        cfg = config_mod.with_overrides(config, list(overrides)) if overrides else config
+    cfg, base_dir = config_mod.resolve(config, overrides)
     out = Path(out_dir) if out_dir is not None else None
     if cfg.experiment.kind != config_mod.HORIZONTAL:
         return _run_kind(cfg, out, base_dir, progress, on_round)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -62,6 +62,7 @@ class _Round:
     clip_norm: float = math.nan  # the DP clipping norm the round's clients used
     w_sent: np.ndarray | None = None  # the model as the clients received it
     times: dict[str, float] = field(default_factory=dict)
+    context: dict[str, Any] = field(default_factory=dict)  # RoundContext fields overridden
 
 
 def round_context(
@@ -122,10 +123,16 @@ class Server:
             name: ClientStateStore(P if w < 0 else w) for name, w in widths.items()
         }
 
-    async def run_round(self) -> RoundResult:
-        """Run the next round; the model is unchanged if too few clients report."""
+    async def run_round(self, cohort: np.ndarray | None = None, **context: Any) -> RoundResult:
+        """Run the next round; the model is unchanged if too few clients report.
+
+        ``cohort`` (sorted distinct client ids) replaces the selection; ``context`` overrides
+        fields of the round's :class:`RoundContext` (e.g. ``learning_rate``).
+        """
         t0 = time.perf_counter()
-        rnd = self._plan(self.round + 1, self._select(self.round + 1))
+        r = self.round + 1
+        rnd = self._plan(r, self._select(r) if cohort is None else cohort)
+        rnd.context = context
         rnd.times["server_s"] = time.perf_counter() - t0
         if not rnd.failed:
             results = await self._client_work(rnd)
@@ -204,9 +211,8 @@ class Server:
             for c in chunks
         ]
         rnd.w_sent = self.broadcast.model(self.w)
-        results = await self.executor.train(
-            self.round_context(rnd.r), rnd.w_sent, chunks, self._pipeline(rnd)
-        )
+        ctx = replace(self.round_context(rnd.r), **rnd.context)
+        results = await self.executor.train(ctx, rnd.w_sent, chunks, self._pipeline(rnd))
         for res in results:  # chunk order: every sum below is independent of scheduling
             rows = np.searchsorted(plan.ids, res.client_ids)
             rnd.client_loss[rows] = res.train_loss

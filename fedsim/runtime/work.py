@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -17,6 +18,11 @@ from fedsim.models.base import Model
 from fedsim.pipeline.base import Pipeline, UpdateBatch
 from fedsim.rng import Purpose, generator, uniform
 from fedsim.strategies.base import ClientBatch, ClientUpdate, RoundContext
+
+if TYPE_CHECKING:
+    from fedsim.aggregators.base import Aggregator
+    from fedsim.config import Config
+    from fedsim.strategies.base import Strategy
 
 #: Most clients trained in one stacked kernel; bounded so stacks stay cache-friendly.
 MAX_STACK = 64
@@ -31,6 +37,18 @@ class TrainSpec:
     streaming: bool = True  # False: per-client updates travel to the server
     max_update_norm: float = math.inf  # updates with a larger L2 norm are rejected
     nan_update_rate: float = 0.0  # fault injection: share of clients whose update is NaN
+
+
+def train_spec(cfg: Config, strategy: Strategy, aggregator: Aggregator | None = None) -> TrainSpec:
+    """The run's fixed client-work settings from its config, strategy and aggregator."""
+    return TrainSpec(
+        seed=cfg.experiment.seed,
+        client=strategy.client,
+        # Asynchronous steps need each client's update: they arrive at different steps.
+        streaming=(aggregator is None or aggregator.streaming) and cfg.server.mode == "sync",
+        max_update_norm=cfg.server.max_update_norm,
+        nan_update_rate=cfg.faults.nan_update_rate,
+    )
 
 
 @dataclass(frozen=True)

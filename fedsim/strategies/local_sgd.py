@@ -20,6 +20,8 @@ def local_sgd(
     mu: float = 0.0,
     orders: np.ndarray | None = None,
     correction: np.ndarray | None = None,
+    momentum: float = 0.0,
+    weight_decay: float = 0.0,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Minibatch SGD from ``w_global`` for C clients with n samples each, all at once.
 
@@ -27,6 +29,9 @@ def local_sgd(
     gives each client's sample order per epoch (None = data order). With ``mu > 0`` the
     gradient gains FedProx's proximal term mu * (w - w_global) (Li et al. 2020);
     ``correction`` (C, P) is added to every gradient (SCAFFOLD's c - c_i).
+    ``weight_decay`` adds wd * w to the gradient and ``momentum`` keeps a velocity
+    v = momentum * v + g, w -= lr * v (PyTorch's SGD without dampening or Nesterov); the
+    velocity starts at zero every round.
     Returns (parameters (C, P) float32, mean minibatch loss over all steps (C,) float64).
     """
     c, n = y.shape
@@ -34,6 +39,8 @@ def local_sgd(
     w = np.repeat(w_global[None, :], c, axis=0)
     lr = np.float32(learning_rate)
     mu32 = np.float32(mu)
+    wd, beta = np.float32(weight_decay), np.float32(momentum)
+    velocity = np.zeros_like(w) if momentum else None
     rows = np.arange(c)[:, None]
     loss_sum = np.zeros(c, dtype=np.float64)
     for e in range(epochs):
@@ -50,6 +57,12 @@ def local_sgd(
                 grad += mu32 * (w - w_global)
             if correction is not None:
                 grad += correction
+            if weight_decay:
+                grad += wd * w
+            if velocity is not None:
+                velocity *= beta
+                velocity += grad
+                grad = velocity
             w -= lr * grad
     return w, loss_sum / (epochs * n)
 
@@ -61,7 +74,12 @@ def local_steps(num_samples: int, epochs: int, batch_size: int) -> int:
 
 
 def sgd_on(
-    batch: ClientBatch, mu: float = 0.0, correction: np.ndarray | None = None
+    batch: ClientBatch,
+    mu: float = 0.0,
+    correction: np.ndarray | None = None,
+    *,
+    momentum: float = 0.0,
+    weight_decay: float = 0.0,
 ) -> tuple[np.ndarray, np.ndarray]:
     """:func:`local_sgd` on a :class:`ClientBatch` with the round's batch size and rate."""
     return local_sgd(
@@ -75,14 +93,22 @@ def sgd_on(
         mu=mu,
         orders=batch.orders,
         correction=correction,
+        momentum=momentum,
+        weight_decay=weight_decay,
     )
 
 
 class LocalSGD(ClientUpdate):
-    """Minibatch SGD on the client's data, with FedProx's proximal term for ``mu > 0``."""
+    """Minibatch SGD on the client's data, with FedProx's proximal term for ``mu > 0``.
 
-    def __init__(self, mu: float = 0.0) -> None:
-        self.mu = mu
+    ``momentum`` and ``weight_decay`` as in :func:`local_sgd` (client momentum restarts at
+    zero each round: nothing is kept between rounds).
+    """
+
+    def __init__(self, mu: float = 0.0, momentum: float = 0.0, weight_decay: float = 0.0) -> None:
+        self.mu, self.momentum, self.weight_decay = mu, momentum, weight_decay
 
     def __call__(self, batch: ClientBatch) -> ClientOutput:
-        return ClientOutput(*sgd_on(batch, self.mu))
+        return ClientOutput(
+            *sgd_on(batch, self.mu, momentum=self.momentum, weight_decay=self.weight_decay)
+        )
