@@ -71,6 +71,8 @@ CLIENT_SCHEMA: tuple[Column, ...] = (
     Column("upload_s", "simulated upload time (s)"),
     Column("train_loss", "its mean local training loss (NaN if it did not train)"),
     Column("rejected", "its update was rejected"),
+    Column("byzantine", "a Byzantine client (faults.byzantine_fraction): its update is crafted"),
+    Column("noisy", "a noisy client (faults.noisy_client_fraction): some labels replaced"),
     Column("protocol_bytes_up", "secure aggregation only: protocol messages sent (bytes)"),
     Column("protocol_bytes_down", "secure aggregation only: protocol messages received (bytes)"),
 )

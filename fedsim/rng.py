@@ -33,6 +33,10 @@ class Purpose(IntEnum):
     STRAGGLER = 13
     PARTITION = 14
     FAULT_NAN = 15
+    BYZANTINE = 16
+    NOISY_CLIENT = 17
+    LABEL_NOISE = 18
+    ATTACK_NOISE = 19
 
 
 def generator(seed: int, *keys: int) -> np.random.Generator:

@@ -23,8 +23,11 @@ import pandas as pd
 from fedsim import checkpoint
 from fedsim import config as config_mod
 from fedsim.aggregators.base import Aggregator
+from fedsim.aggregators.robust import per_client_mean
 from fedsim.config import Config
 from fedsim.data import FederatedDataset, build_dataset
+from fedsim.data.noisy import NoisyLabels
+from fedsim.faults import ClientFaults
 from fedsim.metrics import Recorder, write_json, write_text
 from fedsim.models.base import Model
 from fedsim.options import ConfigError
@@ -87,6 +90,9 @@ def prepare(
     dataset = build_dataset(
         cfg.data, cfg.partition, cfg.population.num_clients, cfg.experiment.seed
     )
+    faults = ClientFaults.from_config(cfg.faults, cfg.experiment.seed, dataset.num_clients)
+    if faults.noisy.any():
+        dataset = NoisyLabels(dataset, faults.noisy, cfg.faults.label_noise, cfg.experiment.seed)
     model = MODELS.get(cfg.model.name).factory(
         cfg.model.options, dataset.input_shape, dataset.num_classes
     )
@@ -108,6 +114,14 @@ def prepare(
             "[privacy] hides (DP clips and noises the sum; secure aggregation reveals only "
             "the sum); use aggregator.name = 'mean'"
         )
+    if faults.server_side:
+        if private:
+            raise ConfigError(
+                f"faults.byzantine_attack: {cfg.faults.byzantine_attack!r} crafts its update "
+                "from the round's other updates, which [privacy] hides; use another attack"
+            )
+        if aggregator.streaming:  # the attacker needs every update: the mean from them too
+            aggregator = per_client_mean()
     population = Population(cfg.population, cfg.experiment.seed, base_dir)
     return Experiment(cfg, dataset, model, strategy, population, aggregator, base_dir)
 
@@ -135,12 +149,14 @@ def default_out_dir(cfg: Config, root: Path = Path("results")) -> Path:
 
 
 def train_spec(cfg: Config, strategy: Strategy, aggregator: Aggregator | None = None) -> TrainSpec:
+    faults = ClientFaults.from_config(cfg.faults, cfg.experiment.seed, cfg.population.num_clients)
     return TrainSpec(
         seed=cfg.experiment.seed,
         client=strategy.client,
         streaming=aggregator is None or aggregator.streaming,
         max_update_norm=cfg.server.max_update_norm,
         nan_update_rate=cfg.faults.nan_update_rate,
+        faults=faults if faults.byzantine.any() else None,
     )
 
 

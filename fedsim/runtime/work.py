@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from fedsim.data.base import FederatedDataset
+from fedsim.faults import ClientFaults
 from fedsim.models.base import Model
 from fedsim.pipeline.base import Pipeline, UpdateBatch
 from fedsim.rng import Purpose, generator, uniform
@@ -31,6 +32,7 @@ class TrainSpec:
     streaming: bool = True  # False: per-client updates travel to the server
     max_update_norm: float = math.inf  # updates with a larger L2 norm are rejected
     nan_update_rate: float = 0.0  # fault injection: share of clients whose update is NaN
+    faults: ClientFaults | None = None  # Byzantine clients whose updates the worker replaces
 
 
 @dataclass(frozen=True)
@@ -202,6 +204,8 @@ def _train_stack(
     client_state = {name: state[name][members] for name in spec.client.state}
     out = spec.client(model, w_global, x, y, epochs=e, orders=orders, ctx=ctx, state=client_state)
     w = out.w
+    if spec.faults is not None:  # a Byzantine client's update is crafted, then screened
+        spec.faults.attack_models(w, w_global, member_ids, ctx.round)
     bad = screen_updates(w, w_global, spec, ctx.round, member_ids)
     rejected[members] = bad
     losses[members] = out.loss
