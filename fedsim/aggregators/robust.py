@@ -35,7 +35,8 @@ class MedianAggregator(PerClientAggregator):
     """The coordinate-wise median of the updates (unweighted)."""
 
     def combine(self, updates: np.ndarray, weights: np.ndarray) -> np.ndarray:
-        return np.median(updates.astype(np.float64), axis=0)
+        # Each coordinate's values contiguous: a faster partition than along axis 0.
+        return np.median(np.ascontiguousarray(updates.T, dtype=np.float64), axis=1)
 
 
 class TrimmedMeanAggregator(PerClientAggregator):
@@ -67,7 +68,7 @@ def krum_scores(updates: np.ndarray, num_byzantine: int) -> np.ndarray:
     d2 = np.maximum(sq[:, None] + sq[None, :] - 2.0 * (x @ x.T), 0.0)
     np.fill_diagonal(d2, np.inf)
     neighbours = min(max(k - num_byzantine - 2, 1), k - 1)
-    return np.sort(d2, axis=1)[:, :neighbours].sum(axis=1)
+    return np.partition(d2, neighbours - 1, axis=1)[:, :neighbours].sum(axis=1)
 
 
 class KrumAggregator(PerClientAggregator):
