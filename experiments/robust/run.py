@@ -137,7 +137,7 @@ def table(out: Path) -> pd.DataFrame:
     return df
 
 
-def figure(df: pd.DataFrame, out: Path, rounds: int) -> Path:
+def figure(df: pd.DataFrame, out: Path, rounds: int) -> Path | None:
     """Accuracy against the Byzantine fraction, one panel per attack, a line per aggregator."""
     import matplotlib
 
@@ -146,6 +146,8 @@ def figure(df: pd.DataFrame, out: Path, rounds: int) -> Path:
 
     d = df[df["rounds"] == rounds]
     attacks = [a for a in ATTACKS if a in set(d["attack"])]
+    if not attacks or d["byzantine_fraction"].nunique() < 2:
+        return None
     fig, axes = plt.subplots(1, len(attacks), figsize=(4 * len(attacks), 3.4), sharey=True)
     axes = [axes] if len(attacks) == 1 else list(axes)
     clean = d[d["attack"] == "none"]
@@ -167,6 +169,42 @@ def figure(df: pd.DataFrame, out: Path, rounds: int) -> Path:
     return path
 
 
+def curves(df: pd.DataFrame, out: Path, rounds: int, attack: str, fraction: float) -> Path:
+    """Test accuracy against rounds per aggregator, at one attack and fraction (mean of seeds)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    d = df[(df["rounds"] == rounds) & (df["attack"] == attack)]
+    d = d[d["byzantine_fraction"] == fraction]
+    fig, ax = plt.subplots(figsize=(5.5, 3.6))
+    for agg in AGGREGATORS:
+        runs = d[d["aggregator"] == agg]["run"]
+        if not len(runs):
+            continue
+        acc = pd.concat(
+            [
+                pd.read_csv(out / "runs" / r / "rounds.csv").set_index("round")["test_accuracy"]
+                for r in runs
+            ],
+            axis=1,
+        ).dropna(how="all")
+        div = d[d["aggregator"] == agg]["diverged_at_round"]
+        note = f", diverged at round {int(div.min())}" if (div > 0).any() else ""
+        label = f"{agg} ({len(runs)} seed{'s' if len(runs) > 1 else ''}{note})"
+        ax.plot(acc.index, acc.mean(axis=1), marker="o", label=label)
+    ax.set_xlabel("round")
+    ax.set_ylabel("test accuracy")
+    ax.set_title(f"{fraction:.0%} {attack} clients (scale {ATTACKS[attack]:g})")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    path = out / f"accuracy_vs_round_{attack}_f{fraction:g}_r{rounds}.png"
+    fig.savefig(path, dpi=110)
+    return path
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=30)
@@ -181,6 +219,7 @@ def main() -> None:
         df = table(args.out)
         for rounds in sorted(set(df["rounds"])):
             figure(df, args.out, rounds)
+        curves(df, args.out, 30, "sign_flip", 0.2)
         return
     run_grid(args)
 
