@@ -92,6 +92,12 @@ def prepare(
     )
     faults = ClientFaults.from_config(cfg.faults, cfg.experiment.seed, dataset.num_clients)
     if faults.noisy.any():
+        task = getattr(dataset, "task", "classification")
+        if task != "classification":
+            raise ConfigError(
+                f"faults.label_noise: replaces class labels; dataset {cfg.data.name!r} is a "
+                f"{task} set"
+            )
         dataset = NoisyLabels(dataset, faults.noisy, cfg.faults.label_noise, cfg.experiment.seed)
     model = MODELS.get(cfg.model.name).factory(
         cfg.model.options, dataset.input_shape, dataset.num_classes

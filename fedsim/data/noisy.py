@@ -26,6 +26,7 @@ class NoisyLabels(FederatedDataset):
         self.input_shape = base.input_shape
         self.num_classes = base.num_classes
         self.num_clients = base.num_clients
+        self.task = getattr(base, "task", "classification")
 
     def noisy_labels(self, client_id: int, y: np.ndarray) -> np.ndarray:
         """A copy of client ``client_id``'s labels ``y`` with its share replaced."""
