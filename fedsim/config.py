@@ -342,6 +342,21 @@ class FaultsConfig:
     kill_worker_at_round: int = field(default=0, metadata=check(non_negative))  # 0 = never
     kill_worker_times: int = field(default=1, metadata=check(positive))
     nan_update_rate: float = field(default=0.0, metadata=check(in_range(0, 1)))
+    # Faulty clients (fedsim/faults.py), a fixed share of the population chosen from the seed.
+    byzantine_fraction: float = field(default=0.0, metadata=check(in_range(0, 1, hi_open=True)))
+    byzantine_attack: Literal["sign_flip", "gaussian", "scaled", "little_is_enough"] = "sign_flip"
+    byzantine_scale: float = field(default=1.0, metadata=check(positive, finite))
+    noisy_client_fraction: float = field(default=0.0, metadata=check(in_range(0, 1)))
+    label_noise: float = field(default=0.0, metadata=check(in_range(0, 1)))  # share of labels
+
+    def validate(self) -> str | None:
+        if (self.label_noise > 0) != (self.noisy_client_fraction > 0):
+            return (
+                "label_noise: label noise needs both faults.label_noise and "
+                f"faults.noisy_client_fraction > 0, got {self.label_noise} and "
+                f"{self.noisy_client_fraction}"
+            )
+        return None
 
 
 @dataclass(frozen=True)
@@ -501,6 +516,10 @@ def _cross_check(cfg: Config) -> None:
             f"server.min_completed: must be <= server.clients_per_round ({k}), "
             f"got {cfg.server.min_completed}"
         )
+    check_cohort = getattr(cfg.aggregator.options, "check_cohort", None)
+    err = check_cohort(k) if check_cohort is not None else None
+    if err:
+        raise ConfigError(f"aggregator.{err}")
     err = cfg.privacy.check_against(n, k, cfg.server.over_selection)
     if err:
         raise ConfigError(f"privacy.{err}")

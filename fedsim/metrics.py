@@ -81,6 +81,8 @@ CLIENT_SCHEMA: tuple[Column, ...] = (
     Column("train_loss", "its mean local training loss (NaN if it did not train)"),
     Column("rejected", "its update was rejected"),
     Column("bytes_up", "bytes of its update upload (0 if nothing reached the server)"),
+    Column("byzantine", "a Byzantine client (faults.byzantine_fraction): its update is crafted"),
+    Column("noisy", "a noisy client (faults.noisy_client_fraction): some labels replaced"),
     Column("model_version", "async only: the model version it downloaded"),
     Column("start_s", "async only: simulated time it started (s)"),
     Column("finish_s", "async only: simulated time it arrived or dropped (s)"),

@@ -33,15 +33,19 @@ class Purpose(IntEnum):
     STRAGGLER = 13
     PARTITION = 14
     FAULT_NAN = 15
-    PARTY_PROFILE = 16
-    VERTICAL_DATA = 17
-    VERTICAL_SPLIT = 18
-    VERTICAL_INIT = 19
-    VERTICAL_SHUFFLE = 20
+    BYZANTINE = 16
+    NOISY_CLIENT = 17
+    LABEL_NOISE = 18
+    ATTACK_NOISE = 19
     ASYNC_PICK = 21
     ZONE = 22
     QSGD = 23  # stochastic rounding of QSGD levels
     RANDK = 24  # a random-k mask seed
+    PARTY_PROFILE = 25
+    VERTICAL_DATA = 26
+    VERTICAL_SPLIT = 27
+    VERTICAL_INIT = 28
+    VERTICAL_SHUFFLE = 29
 
 
 def generator(seed: int, *keys: int) -> np.random.Generator:

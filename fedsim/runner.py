@@ -21,8 +21,11 @@ import pandas as pd
 from fedsim import checkpoint, memory, rundir
 from fedsim import config as config_mod
 from fedsim.aggregators.base import Aggregator
+from fedsim.aggregators.robust import per_client_mean
 from fedsim.config import Config
 from fedsim.data import FederatedDataset, build_dataset
+from fedsim.data.noisy import NoisyLabels
+from fedsim.faults import ClientFaults
 from fedsim.metrics import Recorder, read_rounds, verify_records
 from fedsim.models.base import Model
 from fedsim.models.torch_models import as_model, on_device
@@ -105,6 +108,15 @@ def prepare(
     dataset = build_dataset(
         cfg.data, cfg.partition, cfg.population.num_clients, cfg.experiment.seed
     )
+    faults = ClientFaults.from_config(cfg.faults, cfg.experiment.seed, dataset.num_clients)
+    if faults.noisy.any():
+        task = getattr(dataset, "task", "classification")
+        if task != "classification":
+            raise ConfigError(
+                f"faults.label_noise: replaces class labels; dataset {cfg.data.name!r} is a "
+                f"{task} set"
+            )
+        dataset = NoisyLabels(dataset, faults.noisy, cfg.faults.label_noise, cfg.experiment.seed)
     shape, classes = dataset.input_shape, dataset.num_classes
     if model is None:
         # Checked on the options first: a classifier cannot even be built for 0 classes.
@@ -133,6 +145,14 @@ def prepare(
             "[privacy] hides (DP clips and noises the sum; secure aggregation reveals only "
             "the sum); use aggregator.name = 'mean'"
         )
+    if faults.server_side:
+        if private:
+            raise ConfigError(
+                f"faults.byzantine_attack: {cfg.faults.byzantine_attack!r} crafts its update "
+                "from the round's other updates, which [privacy] hides; use another attack"
+            )
+        if aggregator.streaming:  # the attacker needs every update: the mean from them too
+            aggregator = per_client_mean()
     population = Population(cfg.population, cfg.experiment.seed, base_dir)
     return Experiment(cfg, dataset, model, strategy, population, aggregator, base_dir)
 

@@ -93,7 +93,9 @@ def test_hetero_lr_run_matches_its_centralised_baseline(tmp_path):
     # Same model, rows and batches: encryption changes nothing but the cost.
     assert s["test_auc"] == pytest.approx(s["centralised_auc"], abs=1e-6)
     assert s["bytes_shop_down"] > 240 * 2 * 512 // 8  # the encrypted residuals
-    assert s["test_auc"] > s["active_only_auc"] - 0.05
+    # Two epochs on 240 rows, scored on 80: it learns (the comparison with active-only is a
+    # results claim, made on full-size data in results/finance/, not on this sample).
+    assert s["test_auc"] > 0.65
 
 
 NO_ACTIVE = PARTIES.replace('role = "active"', 'role = "passive"')

@@ -19,6 +19,7 @@ from fedsim.clock import COMPLETED, DROPPED, OUTCOME_NAMES, STRAGGLER, RoundPlan
 from fedsim.config import Config
 from fedsim.data.base import FederatedDataset
 from fedsim.evaluation import CLIENT_ACC_COLUMNS
+from fedsim.faults import ClientFaults
 from fedsim.models.base import Model
 from fedsim.pipeline.base import Pipeline, Stage
 from fedsim.pipeline.compression import Broadcast
@@ -99,6 +100,9 @@ class Server:
         self.aggregator = aggregator if aggregator is not None else MeanAggregator()
         self.stages = stages  # run-wide update-pipeline stages, before the privacy stages
         self.broadcast = Broadcast(cfg.compression.down)
+        self.faults = ClientFaults.from_config(
+            cfg.faults, cfg.experiment.seed, population.num_clients
+        )
         self.sizes = dataset.client_sizes()
         self.w = model.init(cfg.experiment.seed)
         self.round = 0
@@ -245,7 +249,8 @@ class Server:
             ids = np.concatenate([res.update_ids for res in results])
             order = np.argsort(ids, kind="stable")
             upd_w = np.concatenate([res.update_weights for res in results])[order]
-            delta = self.aggregator.combine(updates[order], upd_w)
+            updates = self.faults.attack_rows(updates[order], ids[order])
+            delta = self.aggregator.combine(updates, upd_w)
         elif self.privacy is not None:
             assert rnd.step is not None
             out = self.privacy.aggregate(self.w, rnd.step, [r.weighted_sum for r in results], total)
@@ -389,6 +394,8 @@ class Server:
             "train_loss": rnd.client_loss,
             "rejected": rnd.rejected,
             "bytes_up": np.where(plan.epochs_done > 0, self.upload_bytes, 0).astype(np.int64),
+            "byzantine": self.faults.byzantine[ids],
+            "noisy": self.faults.noisy[ids],
         }
         if self.privacy is not None and self.privacy.opts.secure_aggregation:
             none = np.zeros(len(ids), dtype=np.int64)

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from fedsim.data.base import FederatedDataset
+from fedsim.faults import ClientFaults
 from fedsim.models.base import Model
 from fedsim.pipeline.base import Pipeline, UpdateBatch
 from fedsim.rng import Purpose, generator, uniform
@@ -37,10 +38,12 @@ class TrainSpec:
     streaming: bool = True  # False: per-client updates travel to the server
     max_update_norm: float = math.inf  # updates with a larger L2 norm are rejected
     nan_update_rate: float = 0.0  # fault injection: share of clients whose update is NaN
+    faults: ClientFaults | None = None  # Byzantine clients whose updates the worker replaces
 
 
 def train_spec(cfg: Config, strategy: Strategy, aggregator: Aggregator | None = None) -> TrainSpec:
     """The run's fixed client-work settings from its config, strategy and aggregator."""
+    faults = ClientFaults.from_config(cfg.faults, cfg.experiment.seed, cfg.population.num_clients)
     return TrainSpec(
         seed=cfg.experiment.seed,
         client=strategy.client,
@@ -48,6 +51,7 @@ def train_spec(cfg: Config, strategy: Strategy, aggregator: Aggregator | None = 
         streaming=(aggregator is None or aggregator.streaming) and cfg.server.mode == "sync",
         max_update_norm=cfg.server.max_update_norm,
         nan_update_rate=cfg.faults.nan_update_rate,
+        faults=faults if faults.byzantine.any() else None,
     )
 
 
@@ -220,6 +224,8 @@ def _train_stack(
     client_state = {name: state[name][members] for name in spec.client.state}
     out = spec.client(ClientBatch(model, w_global, x, y, e, orders, ctx, client_state))
     w = out.w
+    if spec.faults is not None:  # a Byzantine client's update is crafted, then screened
+        spec.faults.attack_models(w, w_global, member_ids, ctx.round)
     bad = screen_updates(w, w_global, spec, ctx.round, member_ids)
     rejected[members] = bad
     losses[members] = out.loss
