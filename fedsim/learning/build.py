@@ -13,6 +13,7 @@ from fedsim.data import FederatedData
 from fedsim.data import load as load_data
 from fedsim.learning.process import DEFAULT_NUM_CLIENTS, IterativeProcess
 from fedsim.models.base import Model
+from fedsim.models.torch_models import as_model
 from fedsim.options import ConfigError, build, to_table
 from fedsim.population import Population
 from fedsim.registry import AGGREGATORS, MODELS, STRATEGIES
@@ -147,8 +148,11 @@ def _model(model_fn: Any, data: FederatedData | None) -> Model:
     else:
         made = model_fn
     if _is_torch(made):
-        # Where the torch backend's adapter (an nn.Module -> fedsim Model) will be applied.
-        raise ConfigError("model_fn: made a torch nn.Module; this fedsim has no torch backend")
+        if data is None:
+            raise ConfigError(
+                "model_fn: a torch nn.Module needs data= (its input shape and number of classes)"
+            )
+        made = as_model(made, data.input_shape, data.num_classes, "model_fn")
     if not isinstance(made, Model):
         raise ConfigError(f"model_fn: made a {type(made).__name__}, not a fedsim Model")
     if data is not None and tuple(made.input_shape) != data.input_shape:
