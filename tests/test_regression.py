@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
+from test_models import _finite_difference_grad, _relative_error
 
 from fedsim.data.arrays import ArrayDataset
 from fedsim.data.base import CentralData, Partition
@@ -16,7 +17,6 @@ from fedsim.models.mlp import DenseNetwork, MlpOptions
 from fedsim.models.softmax import SoftmaxRegression
 from fedsim.options import ConfigError, build
 from fedsim.registry import MODELS
-from tests.test_models import _finite_difference_grad, _relative_error
 
 
 def _regression_batch(model, num_clients: int, batch: int, seed: int):

@@ -10,10 +10,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from test_paper_scripts import load_script
 
 from fedsim import config as config_mod
 from fedsim.runner import prepare, run
-from tests.test_paper_scripts import load_script
 
 ROOT = Path(__file__).resolve().parents[1]
 HEALTH = load_script("health")
