@@ -113,6 +113,7 @@ class Registry:
     def get(self, name: str) -> Entry:
         """The registered component ``name``, or the plug-in ``"module:attribute"``."""
         if ":" in name:
+            load_builtin_components()  # a package may install this registry's adapter
             try:
                 entry = self.adapt(load_attribute(name))
             except PluginError as err:
@@ -128,16 +129,9 @@ class Registry:
             ) from None
 
 
-def _adapt_model(obj: Any) -> Entry:
-    """A model plug-in may return a Model or a torch ``nn.Module`` (wrapped by the backend)."""
-    from fedsim.models.torch_models import adapt_plugin
-
-    return adapt_plugin(obj)
-
-
 DATASETS = Registry("dataset")
 PARTITIONERS = Registry("partition scheme")
-MODELS = Registry("model", adapt=_adapt_model)
+MODELS = Registry("model")  # its package installs an adapter for torch modules
 STRATEGIES = Registry("strategy")
 AGGREGATORS = Registry("aggregator")
 
