@@ -32,11 +32,12 @@ def variants() -> list[tuple[str, str, Path, list[str]]]:
     """(name, group, config file, overrides) of every run of one seed."""
     out = []
     for secagg in (False, True):
-        sa = [f"privacy.secure_aggregation={'true' if secagg else 'false'}"]
+        sa = ["privacy.secure_aggregation=true", "privacy.clip_norm=0.5"] if secagg else []
         tail = " + SecAgg" if secagg else ""
         out.append((f"FedAvg{tail}", "federated", FEDERATED, sa))
         for z in NOISE:
-            over = [*sa, "privacy.enabled=true", f"privacy.noise_multiplier={z}"]
+            dp = ["privacy.enabled=true", "privacy.clip_norm=0.5", "privacy.delta=1e-3"]
+            over = [*sa, *dp, f"privacy.noise_multiplier={z}"]
             out.append((f"DP-FedAvg z={z:g}{tail}", "federated", FEDERATED, over))
     out.append(("centralised (pooled records)", "centralised", ALONE, POOLED))
     for k in range(SILOS):
