@@ -205,15 +205,8 @@ class Server:
         chunks = make_chunks(
             plan.ids[mask], plan.num_samples[mask], plan.epochs_done[mask], self.cfg.runtime.chunks
         )
-        chunks = [
-            type(c)(
-                **{
-                    **c.__dict__,
-                    "state": {k: s.get(c.client_ids) for k, s in self.client_state.items()},
-                }
-            )
-            for c in chunks
-        ]
+        for c in chunks:  # each chunk carries its clients' state rows to the worker
+            c.state.update({k: s.get(c.client_ids) for k, s in self.client_state.items()})
         rnd.w_sent = self.broadcast.model(self.w)
         ctx = replace(self.round_context(rnd.r), **rnd.context)
         results = await self.executor.train(ctx, rnd.w_sent, chunks, self._pipeline(rnd))
