@@ -137,6 +137,32 @@ def table(out: Path) -> pd.DataFrame:
     return df
 
 
+def cell(runs: pd.DataFrame) -> str:
+    """Mean ± sd of the final accuracy over seeds; a run that diverged is named with its round."""
+    if runs.empty:
+        return "-"
+    acc = runs["final_test_accuracy"]
+    text = f"{acc.mean():.3f}" if len(acc) == 1 else f"{acc.mean():.3f} ± {acc.std():.3f}"
+    diverged = int((runs["diverged_at_round"] > 0).sum())
+    return f"{text} ({diverged}/{len(runs)} diverged)" if diverged else text
+
+
+def grid_markdown(df: pd.DataFrame, out: Path, rounds: int) -> Path:
+    """The grid as a Markdown table: a row per attack and fraction, a column per aggregator."""
+    d = df[df["rounds"] == rounds].copy()
+    d["attack"] = pd.Categorical(d["attack"], ["none", *ATTACKS], ordered=True)
+    d = d.sort_values(["attack", "byzantine_fraction"])
+    head = ["attack", "Byzantine fraction", "seeds", *AGGREGATORS]
+    lines = ["| " + " | ".join(head) + " |", "| " + " | ".join("---" for _ in head) + " |"]
+    for (attack, fraction), part in d.groupby(["attack", "byzantine_fraction"], sort=False):
+        cells = [cell(part[part["aggregator"] == agg]) for agg in AGGREGATORS]
+        seeds = part["seed"].nunique()
+        lines.append(f"| {attack} | {fraction:g} | {seeds} | " + " | ".join(cells) + " |")
+    path = out / f"grid_r{rounds}.md"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
 def figure(df: pd.DataFrame, out: Path, rounds: int) -> Path | None:
     """Accuracy against the Byzantine fraction, one panel per attack, a line per aggregator."""
     import matplotlib
@@ -219,6 +245,7 @@ def main() -> None:
         df = table(args.out)
         for rounds in sorted(set(df["rounds"])):
             figure(df, args.out, rounds)
+            grid_markdown(df, args.out, rounds)
         curves(df, args.out, 30, "sign_flip", 0.2)
         return
     run_grid(args)
