@@ -3,7 +3,9 @@
 Both write inside the run folder (``tensorboard/``, ``mlruns/``), never to a server. A logger
 writes every round record as it comes, one scalar per numeric column of rounds.csv at step
 ``round``. When a run is resumed, a logger writes its log again from the records kept up to the
-checkpoint: rounds run after the checkpoint were computed again, and a log must not hold both.
+checkpoint: rounds run after the checkpoint are computed again, and a log must not hold both
+(TensorBoard's folder is written anew; the earlier MLflow run is deleted, MLflow keeping it
+in its trash).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from typing import Any
 
 from fedsim.callbacks.base import Callback, RunContext
 from fedsim.config import Config
-from fedsim.metrics import ROUND_COLUMNS, TEXT_COLUMNS
+from fedsim.metrics import FLOAT_FORMAT, ROUND_COLUMNS, TEXT_COLUMNS
 from fedsim.options import ConfigError
 from fedsim.rundir import MLFLOW_DIR, TENSORBOARD_DIR, flatten_config
 
@@ -37,7 +39,11 @@ MLFLOW_ENV = {
 
 
 def scalars(record: dict[str, Any]) -> dict[str, float]:
-    """The numeric columns of a round record that hold a number this round (not NaN)."""
+    """The numeric columns of a round record that hold a number this round (not NaN).
+
+    Each value is the one rounds.csv holds (:data:`fedsim.metrics.FLOAT_FORMAT`), so a log
+    and the records agree, a resumed run's rows (read back from rounds.csv) included.
+    """
     out: dict[str, float] = {}
     for name in ROUND_COLUMNS:
         if name == "round" or name in TEXT_COLUMNS:
@@ -47,7 +53,7 @@ def scalars(record: dict[str, Any]) -> dict[str, float]:
             continue
         value = float(value)
         if not math.isnan(value):
-            out[name] = value
+            out[name] = float(FLOAT_FORMAT % value)
     return out
 
 
@@ -127,9 +133,14 @@ class MLflowLogger(Callback):
         from mlflow.utils.validation import MAX_PARAM_VAL_LENGTH
 
         _reset_mlflow_telemetry()
-        shutil.rmtree(self.store, ignore_errors=True)
         self.client = MlflowClient(tracking_uri=self.store.resolve().as_uri())
-        experiment = self.client.create_experiment(run.cfg.experiment.name)
+        known = self.client.get_experiment_by_name(run.cfg.experiment.name)
+        if known is None:
+            experiment = self.client.create_experiment(run.cfg.experiment.name)
+        else:  # a resumed run: its earlier start's MLflow run is replaced by a complete one
+            experiment = known.experiment_id
+            for earlier in self.client.search_runs([experiment]):
+                self.client.delete_run(earlier.info.run_id)
         name = run.out_dir.name if run.out_dir is not None else run.cfg.experiment.name
         self.run_id = self.client.create_run(experiment, run_name=name).info.run_id
         params = flatten_config(run.cfg.to_dict())
