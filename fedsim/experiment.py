@@ -24,6 +24,7 @@ from fedsim.population import Population
 from fedsim.provenance import provenance
 from fedsim.registry import AGGREGATORS, MODELS, STRATEGIES
 from fedsim.runtime.asynchronous import check_strategy
+from fedsim.runtime.session import Experiment
 from fedsim.strategies.base import Strategy
 
 __all__ = ["Experiment", "RunInterrupted", "RunResult", "prepare", "run_summary"]
@@ -49,19 +50,6 @@ class RunInterrupted(KeyboardInterrupt):  # noqa: N818  (it is a KeyboardInterru
     def __init__(self, round_: int, rounds: int, out_dir: Path | None) -> None:
         super().__init__(f"stopped after round {round_} of {rounds}")
         self.round, self.rounds, self.out_dir = round_, rounds, out_dir
-
-
-@dataclass
-class Experiment:
-    """The validated pieces of a run, built before anything is written or started."""
-
-    cfg: Config
-    dataset: FederatedDataset
-    model: Model
-    strategy: Strategy
-    population: Population
-    aggregator: Aggregator
-    base_dir: Path | None = None
 
 
 def prepare(

@@ -107,9 +107,7 @@ def _execute(
     cfg = exp.cfg
     t0 = time.perf_counter()
     # Ray is started (or reached) before anything is written, so a bad address leaves no folder.
-    session = open_session(
-        cfg, exp.dataset, exp.model, exp.strategy, exp.population, exp.aggregator
-    )
+    session = open_session(exp)
     held = None
     try:
         if out is not None:

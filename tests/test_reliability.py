@@ -313,10 +313,7 @@ def test_a_worker_killed_mid_round_is_replaced_and_results_are_identical(ray_ses
 
 def test_a_worker_killed_by_the_os_is_replaced_and_results_are_identical(ray_session):
     local = fedsim.run(small_config())
-    exp = prepare(small_config("runtime.backend='ray'", "runtime.workers=2"))
-    session = RaySession(
-        exp.cfg, exp.dataset, exp.model, exp.strategy, exp.population, exp.aggregator
-    )
+    session = RaySession(prepare(small_config("runtime.backend='ray'", "runtime.workers=2")))
     try:
         records = [session.round().record]
         victim = session.worker_pids()[0]

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import os
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -23,7 +25,23 @@ from fedsim.runtime.server import RoundResult, ServerActor, server_class
 from fedsim.runtime.work import train_spec
 from fedsim.strategies.base import Strategy
 
-__all__ = ["LocalSession", "RaySession", "Session", "open_session"]
+__all__ = ["Experiment", "LocalSession", "RaySession", "Session", "open_session"]
+
+
+@dataclass
+class Experiment:
+    """The validated pieces of a run, built before anything is written or started.
+
+    ``fedsim.experiment.prepare`` builds one; a session builds its server from it.
+    """
+
+    cfg: Config
+    dataset: FederatedDataset
+    model: Model
+    strategy: Strategy
+    population: Population
+    aggregator: Aggregator
+    base_dir: Path | None = None
 
 
 class Session(ABC):
@@ -68,25 +86,18 @@ class Session(ABC):
 class LocalSession(Session):
     """The server and its training in this process, one round after the other."""
 
-    def __init__(
-        self,
-        cfg: Config,
-        dataset: FederatedDataset,
-        model: Model,
-        strategy: Strategy,
-        population: Population,
-        aggregator: Aggregator,
-    ) -> None:
-        spec = train_spec(cfg, strategy, aggregator)
-        executor = LocalExecutor(model, dataset, spec)
+    def __init__(self, exp: Experiment) -> None:
+        cfg = exp.cfg
+        spec = train_spec(cfg, exp.strategy, exp.aggregator)
+        executor = LocalExecutor(exp.model, exp.dataset, spec)
         self.server = server_class(cfg)(
             cfg,
-            dataset,
-            model,
-            strategy,
-            population,
+            exp.dataset,
+            exp.model,
+            exp.strategy,
+            exp.population,
             executor,
-            aggregator,
+            exp.aggregator,
             upload_stages(cfg.compression),
         )
 
@@ -100,18 +111,11 @@ class LocalSession(Session):
 class RaySession(Session):
     """The server in a Ray actor, its training on ``runtime.workers`` Ray workers."""
 
-    def __init__(
-        self,
-        cfg: Config,
-        dataset: FederatedDataset,
-        model: Model,
-        strategy: Strategy,
-        population: Population,
-        aggregator: Aggregator,
-    ) -> None:
+    def __init__(self, exp: Experiment) -> None:
         import ray
 
-        spec = train_spec(cfg, strategy, aggregator)
+        cfg = exp.cfg
+        spec = train_spec(cfg, exp.strategy, exp.aggregator)
         stages = upload_stages(cfg.compression)
         ensure_ray(cfg.runtime.address)
         cpus = int(ray.cluster_resources().get("CPU", 1))
@@ -122,18 +126,18 @@ class RaySession(Session):
                 f"cluster has {cpus}"
             )
         self.num_workers = cfg.runtime.workers or max(1, cpus)
-        data_ref = ray.put(dataset)
+        data_ref = ray.put(exp.dataset)
         actor = ray.remote(num_cpus=0)(ServerActor)
         self.actor = actor.remote(
             cfg,
             data_ref,
             [data_ref],
             spec,
-            model,
-            strategy,
-            population,
+            exp.model,
+            exp.strategy,
+            exp.population,
             self.num_workers,
-            aggregator,
+            exp.aggregator,
             stages,
         )
 
@@ -173,17 +177,9 @@ class RaySession(Session):
             ray.kill(self.actor)
 
 
-def open_session(
-    cfg: Config,
-    dataset: FederatedDataset,
-    model: Model,
-    strategy: Strategy,
-    population: Population,
-    aggregator: Aggregator,
-) -> Session:
+def open_session(exp: Experiment) -> Session:
     """The session of ``runtime.backend``; Ray is started (or reached) here."""
-    kind = LocalSession if cfg.runtime.backend == "local" else RaySession
-    return kind(cfg, dataset, model, strategy, population, aggregator)
+    return LocalSession(exp) if exp.cfg.runtime.backend == "local" else RaySession(exp)
 
 
 def _first_line(err: BaseException) -> str:
