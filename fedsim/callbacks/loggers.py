@@ -86,14 +86,16 @@ class TensorBoardLogger(Callback):
     """Event files in ``log_dir`` (tensorboardX's writer), flushed after every round."""
 
     def __init__(self, log_dir: Path) -> None:
-        self.log_dir = Path(log_dir)
-        self.writer: Any = None
-
-    def on_run_start(self, run: RunContext) -> None:
+        # Imported here, before the run starts (tensorboardX imports torch when it finds it).
         from tensorboardX import SummaryWriter
 
+        self.log_dir = Path(log_dir)
+        self.writer: Any = None
+        self._writer_class = SummaryWriter
+
+    def on_run_start(self, run: RunContext) -> None:
         shutil.rmtree(self.log_dir, ignore_errors=True)
-        self.writer = SummaryWriter(
+        self.writer = self._writer_class(
             logdir=str(self.log_dir), flush_secs=3600, comet_config={"disabled": True}
         )
         for record in run.records:
@@ -122,18 +124,20 @@ class MLflowLogger(Callback):
     """
 
     def __init__(self, store: Path) -> None:
+        os.environ.update(MLFLOW_ENV)  # read when mlflow is first imported
+        from mlflow.tracking import MlflowClient
+
+        _reset_mlflow_telemetry()
         self.store = Path(store)
         self.client: Any = None
         self.run_id = ""
+        self._client_class = MlflowClient
 
     def on_run_start(self, run: RunContext) -> None:
-        os.environ.update(MLFLOW_ENV)  # read when mlflow is first imported
         from mlflow.entities import Param
-        from mlflow.tracking import MlflowClient
         from mlflow.utils.validation import MAX_PARAM_VAL_LENGTH
 
-        _reset_mlflow_telemetry()
-        self.client = MlflowClient(tracking_uri=self.store.resolve().as_uri())
+        self.client = self._client_class(tracking_uri=self.store.resolve().as_uri())
         known = self.client.get_experiment_by_name(run.cfg.experiment.name)
         if known is None:
             experiment = self.client.create_experiment(run.cfg.experiment.name)
