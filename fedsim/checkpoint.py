@@ -54,6 +54,8 @@ RESUMABLE_KEYS = frozenset(
         "runtime.max_worker_restarts",
         "faults.kill_worker_at_round",
         "faults.kill_worker_times",
+        "logging.tensorboard",
+        "logging.mlflow",
     }
 )
 
@@ -175,7 +177,8 @@ def check_resumable(
         if json.dumps(a, sort_keys=True) != json.dumps(b, sort_keys=True):
             raise ConfigError(
                 f"{key}: the run being resumed has {a!r}, got {b!r}; a resumed run may change "
-                "only server.rounds, runtime keys other than chunks, and faults.kill_worker_*"
+                "only server.rounds, runtime keys other than chunks, faults.kill_worker_* "
+                "and logging.*"
             )
     if cfg.server.rounds < ckpt.round:
         raise ConfigError(

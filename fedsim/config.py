@@ -336,6 +336,14 @@ class RuntimeConfig:
 
 
 @dataclass(frozen=True)
+class LoggingConfig:
+    """Loggers writing the round records into the run folder (optional extras)."""
+
+    tensorboard: bool = False  # TensorBoard event files in <run>/tensorboard/
+    mlflow: bool = False  # an MLflow run in the file store <run>/mlruns/
+
+
+@dataclass(frozen=True)
 class FaultsConfig:
     """Fault injection, for testing that a run survives them; every draw is keyed."""
 
@@ -390,6 +398,7 @@ class Config:
     aggregator: ComponentConfig = ComponentConfig("mean", None)
     server: ServerConfig = ServerConfig()
     runtime: RuntimeConfig = RuntimeConfig()
+    logging: LoggingConfig = LoggingConfig()
     faults: FaultsConfig = FaultsConfig()
     privacy: PrivacyOptions = PrivacyOptions()
     compression: CompressionConfig = CompressionConfig()
@@ -427,6 +436,7 @@ _PLAIN: dict[str, type] = {
     "training": TrainingConfig,
     "server": ServerConfig,
     "runtime": RuntimeConfig,
+    "logging": LoggingConfig,
     "faults": FaultsConfig,
     "privacy": PrivacyOptions,
     "async": AsyncConfig,

@@ -92,6 +92,8 @@ CLIENT_SCHEMA: tuple[Column, ...] = (
 )
 
 ROUND_COLUMNS = [c.name for c in ROUND_SCHEMA]
+#: How rounds.csv and clients.csv write floats: ten significant digits.
+FLOAT_FORMAT = "%.10g"
 #: Columns of ROUND_COLUMNS holding text ("" when there is nothing to say).
 TEXT_COLUMNS = ("abort_reason",)
 
@@ -170,7 +172,7 @@ class Recorder:
             old = pd.read_csv(out_dir / ROUNDS_FILE)
             path = out_dir / ROUNDS_FILE
             tmp = path.with_name(f".{path.name}.tmp")
-            old.reindex(columns=ROUND_COLUMNS).to_csv(tmp, index=False, float_format="%.10g")
+            old.reindex(columns=ROUND_COLUMNS).to_csv(tmp, index=False, float_format=FLOAT_FORMAT)
             os.replace(tmp, path)
             rec.offsets[ROUNDS_FILE] = path.stat().st_size
             rec._hashes[ROUNDS_FILE] = hashlib.sha256(path.read_bytes())
@@ -195,7 +197,7 @@ class Recorder:
             return
         path = self.out_dir / name
         new = not path.exists()
-        text = frame.to_csv(header=new, index=False, float_format="%.10g", lineterminator="\n")
+        text = frame.to_csv(header=new, index=False, float_format=FLOAT_FORMAT, lineterminator="\n")
         data = text.encode("utf-8")
         with path.open("ab") as f:
             f.write(data)

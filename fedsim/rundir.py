@@ -2,7 +2,8 @@
 
 A run folder (``results/<experiment>/<run-id>/`` by default) holds ``config.toml``,
 ``rounds.csv``, ``clients.csv``, ``partition.csv``, ``summary.json``, ``plots/`` and
-``checkpoint/`` (``state.json``, ``model-<round>.npz``, ``lock``). ``config.toml`` is written
+``checkpoint/`` (``state.json``, ``model-<round>.npz``, ``lock``), and the loggers' folders
+``tensorboard/`` and ``mlruns/`` when ``[logging]`` turns them on. ``config.toml`` is written
 last when a run starts: a folder holding it holds a run (and a checkpoint).
 
 A run *claims* its folder before writing anything in it: it takes the folder's lock, and only
@@ -35,6 +36,8 @@ PLOTS_DIR = "plots"
 CHECKPOINT_DIR = "checkpoint"
 STATE_FILE = "state.json"
 LOCK_FILE = "lock"
+TENSORBOARD_DIR = "tensorboard"
+MLFLOW_DIR = "mlruns"
 
 #: Every name fedsim writes at the top of a run folder.
 RUN_ENTRIES = frozenset(
@@ -46,6 +49,8 @@ RUN_ENTRIES = frozenset(
         SUMMARY_FILE,
         PLOTS_DIR,
         CHECKPOINT_DIR,
+        TENSORBOARD_DIR,
+        MLFLOW_DIR,
     }
 )
 
@@ -241,7 +246,8 @@ def _remove_run_files(path: Path, *, keep_checkpoint: bool = False) -> None:
 
     for name in (ROUNDS_FILE, CLIENTS_FILE, SUMMARY_FILE, PARTITION_FILE):
         (path / name).unlink(missing_ok=True)
-    shutil.rmtree(path / PLOTS_DIR, ignore_errors=True)
+    for folder in (PLOTS_DIR, TENSORBOARD_DIR, MLFLOW_DIR):
+        shutil.rmtree(path / folder, ignore_errors=True)
     for entry in path.iterdir():
         if _is_temporary(entry.name):
             entry.unlink(missing_ok=True)

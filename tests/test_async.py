@@ -16,10 +16,10 @@ from fedsim import config as config_mod
 from fedsim.config import AsyncConfig
 from fedsim.pipeline.base import Pipeline
 from fedsim.population import Population
-from fedsim.runner import prepare, train_spec
+from fedsim.runner import prepare
 from fedsim.runtime.asynchronous import staleness_weight
 from fedsim.runtime.server import round_context
-from fedsim.runtime.work import make_chunks, train_chunks
+from fedsim.runtime.work import make_chunks, train_chunks, train_spec
 from fedsim.strategies import Strategy
 
 ASYNC = ("server.mode='async'", "server.deadline_s=inf", "async.concurrency=30")

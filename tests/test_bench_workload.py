@@ -15,9 +15,10 @@ from fedsim.bench.harness import flower_round_times, steady_state
 from fedsim.bench.probe import run_measured
 from fedsim.data.workload import WorkloadDataset, WorkloadOptions
 from fedsim.models.softmax import SoftmaxRegression
-from fedsim.runner import prepare, train_spec
+from fedsim.runner import prepare
 from fedsim.runtime.executors import LocalExecutor
 from fedsim.runtime.server import Server
+from fedsim.runtime.work import train_spec
 
 W1 = Path(__file__).resolve().parents[1] / "experiments" / "bench" / "w1.toml"
 

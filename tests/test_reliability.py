@@ -20,7 +20,8 @@ from fedsim import checkpoint, cli, rundir
 from fedsim.metrics import ROUND_COLUMNS
 from fedsim.options import ConfigError
 from fedsim.rng import Purpose, uniform
-from fedsim.runner import _Session, prepare, resume
+from fedsim.runner import prepare, resume
+from fedsim.runtime.session import RaySession
 from fedsim.strategies.local_sgd import local_sgd
 
 TIMING_COLUMNS = {"server_s", "train_s", "wall_time_s"}
@@ -312,7 +313,7 @@ def test_a_worker_killed_mid_round_is_replaced_and_results_are_identical(ray_ses
 
 def test_a_worker_killed_by_the_os_is_replaced_and_results_are_identical(ray_session):
     local = fedsim.run(small_config())
-    session = _Session(prepare(small_config("runtime.backend='ray'", "runtime.workers=2")))
+    session = RaySession(prepare(small_config("runtime.backend='ray'", "runtime.workers=2")))
     try:
         records = [session.round().record]
         victim = session.worker_pids()[0]

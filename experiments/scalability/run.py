@@ -87,9 +87,10 @@ def server_split(cohort: int, rounds: int) -> dict[str, float]:
     """
     from threadpoolctl import threadpool_limits
 
-    from fedsim.runner import prepare, train_spec
+    from fedsim.runner import prepare
     from fedsim.runtime.executors import LocalExecutor
     from fedsim.runtime.server import Server
+    from fedsim.runtime.work import train_spec
 
     cfg = config_mod.load(CONFIG, [f"server.clients_per_round={cohort}", "runtime.backend='local'"])
     exp = prepare(cfg)
