@@ -25,6 +25,7 @@ from fedsim.aggregators.robust import per_client_mean
 from fedsim.config import Config
 from fedsim.data import FederatedDataset, build_dataset
 from fedsim.data.noisy import NoisyLabels
+from fedsim.errors import RunError, WorkerFailedError
 from fedsim.faults import ClientFaults
 from fedsim.metrics import Recorder, read_rounds, verify_records
 from fedsim.models.base import Model
@@ -37,7 +38,6 @@ from fedsim.provenance import provenance
 from fedsim.registry import AGGREGATORS, MODELS, STRATEGIES
 from fedsim.rundir import CONFIG_FILE, PARTITION_FILE, SUMMARY_FILE, default_out_dir
 from fedsim.runtime.asynchronous import check_strategy
-from fedsim.runtime.errors import RunError, WorkerFailedError
 from fedsim.runtime.executors import LocalExecutor
 from fedsim.runtime.ray_start import ensure_ray
 from fedsim.runtime.server import RoundResult, ServerActor, server_class

@@ -29,9 +29,9 @@ from fedsim.analysis import (
     rounds_to_target,
     write_comparison,
 )
-from fedsim.analysis.commands import add_commands
 from fedsim.analysis.compare import byte_unit
 from fedsim.analysis.plots import time_unit
+from fedsim.cli import build_parser
 
 BASE_CONFIG: dict[str, Any] = {
     "experiment": {"name": "exp", "seed": 0},
@@ -547,9 +547,7 @@ def test_plot_runs_several_runs_prefix_and_skip(tmp_path: Path) -> None:
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="fedsim")
-    add_commands(parser.add_subparsers(dest="command", required=True))
-    return parser.parse_args(argv)
+    return build_parser().parse_args(argv)
 
 
 def test_plot_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

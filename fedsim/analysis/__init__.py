@@ -1,7 +1,7 @@
 """Analysis of finished runs: loading run folders, comparison tables and paper-ready figures.
 
-Names are imported on first use, so importing ``fedsim.analysis.commands`` (done by the command
-line for every command) does not pay for pandas and matplotlib.
+Names are imported on first use, so importing one module of the package does not pay for
+pandas and matplotlib.
 """
 
 from __future__ import annotations

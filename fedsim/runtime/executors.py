@@ -11,10 +11,10 @@ import numpy as np
 from threadpoolctl import ThreadpoolController, threadpool_limits
 
 from fedsim.data.base import FederatedDataset
+from fedsim.errors import WorkerFailedError
 from fedsim.models.base import Model
 from fedsim.models.torch_models import worker_resources
 from fedsim.pipeline.base import Pipeline
-from fedsim.runtime.errors import WorkerFailedError
 from fedsim.runtime.work import Chunk, ChunkResult, TrainSpec, train_chunks
 from fedsim.strategies.base import RoundContext
 
