@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
+import tomli_w
 
 from fedsim.analysis import (
     compare_runs,
@@ -53,32 +54,6 @@ DOWN_PER_ROUND = 1_000_000  # 10 clients x 100 kB model
 UP_PER_ROUND = 700_000  # 7 completed clients x 100 kB
 
 
-def _toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, str):
-        return json.dumps(value)
-    if isinstance(value, list):
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
-    return repr(value)
-
-
-def _toml_table(name: str, table: dict[str, Any]) -> list[str]:
-    lines = [f"[{name}]"]
-    lines += [f"{k} = {_toml_value(v)}" for k, v in table.items() if not isinstance(v, dict)]
-    for key, sub in table.items():
-        if isinstance(sub, dict):
-            lines += ["", *_toml_table(f"{name}.{key}", sub)]
-    return lines
-
-
-def toml_text(config: dict[str, Any]) -> str:
-    lines: list[str] = []
-    for name, table in config.items():
-        lines += [*_toml_table(name, table), ""]
-    return "\n".join(lines)
-
-
 def make_run(
     folder: Path,
     acc: list[float],
@@ -101,7 +76,7 @@ def make_run(
         config["strategy"] = strategy
     if runtime is not None:
         config["runtime"] = runtime
-    (folder / "config.toml").write_text(toml_text(config))
+    (folder / "config.toml").write_text(tomli_w.dumps(config))
 
     n = len(acc)
     rnd = np.arange(1, n + 1)
