@@ -22,6 +22,7 @@ from typing import Any
 
 from fedsim import config as config_mod
 from fedsim.bench.probe import Measured, note_peak, run_measured
+from fedsim.tables import markdown_table
 
 # The folder that holds this fedsim package: a source checkout, or site-packages when installed.
 PACKAGE_ROOT = Path(__file__).resolve().parents[2]
@@ -275,19 +276,27 @@ def _peak(row: dict[str, Any]) -> str:
 
 
 def markdown(rows: list[dict[str, Any]]) -> str:
-    head = (
-        "| workload | system | workers | rounds | s/round (steady) | first round | process | "
-        "vs floor | Flower / this | peak RSS (MiB, largest process) |\n"
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n"
-    )
-    body = "".join(
-        f"| {r['workload']} | {r['system']} | {r['workers']} | {r['rounds']} | "
-        f"{_fmt(r['steady_s'], 's')} | {_fmt(r['first_s'], 's')} | {_fmt(r['process_s'], 's')} | "
-        f"{_fmt(r['vs_floor'], 'x')} | {_fmt(r['flower_over_this'], 'x')} | "
-        f"{_peak(r)} |\n"
+    """The summary rows as the Markdown table ``fedsim bench`` prints and saves."""
+    headers = [
+        "workload", "system", "workers", "rounds", "s/round (steady)", "first round", "process",
+        "vs floor", "Flower / this", "peak RSS (MiB, largest process)",
+    ]  # fmt: skip
+    cells = [
+        [
+            r["workload"],
+            r["system"],
+            r["workers"],
+            r["rounds"],
+            _fmt(r["steady_s"], "s"),
+            _fmt(r["first_s"], "s"),
+            _fmt(r["process_s"], "s"),
+            _fmt(r["vs_floor"], "x"),
+            _fmt(r["flower_over_this"], "x"),
+            _peak(r),
+        ]  # fmt: skip
         for r in rows
-    )
-    return head + body
+    ]
+    return markdown_table(headers, cells)
 
 
 def machine() -> dict[str, Any]:
@@ -377,7 +386,7 @@ def write_results(runs: list[Run], out: Path, info: dict[str, Any]) -> tuple[str
     written = [out / "summary.csv", out / "runs.csv", out / "table.md", out / "machine.json"]
     _write_csv(written[0], rows)
     _write_csv(written[1], [asdict(r) for r in runs])
-    written[2].write_text(table)
+    written[2].write_text(table + "\n")
     written[3].write_text(json.dumps(info, indent=2) + "\n")
     return table, written
 
