@@ -525,6 +525,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
     return build_parser().parse_args(argv)
 
 
+@pytest.mark.slow
 def test_plot_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     run = make_run(tmp_path / "a", [0.5, 0.6])
     args = parse(["plot", str(run), "--format", "png"])
@@ -581,6 +582,7 @@ def _scaled_bytes(folder: Path, factor: float) -> Path:
     return folder
 
 
+@pytest.mark.slow
 def test_pareto_plots_one_point_per_configuration_and_marks_the_frontier(tmp_path: Path) -> None:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 

@@ -88,6 +88,7 @@ def experiment(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+@pytest.mark.slow
 @settings(
     max_examples=60,
     deadline=None,
