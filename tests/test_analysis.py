@@ -31,7 +31,7 @@ from fedsim.analysis import (
     write_comparison,
 )
 from fedsim.analysis.compare import byte_unit
-from fedsim.analysis.plots import time_unit
+from fedsim.analysis.figure import time_unit
 from fedsim.cli import build_parser
 
 BASE_CONFIG: dict[str, Any] = {

@@ -48,7 +48,7 @@ _HOMES = {
     "plot_client_times": "plots",
     "plot_label_distribution": "plots",
     "plot_runs": "plots",
-    "save_figure": "plots",
+    "save_figure": "figure",
 }
 
 __all__ = [
