@@ -21,6 +21,11 @@ def add_set_option(p: argparse.ArgumentParser, scope: str = "") -> None:
     )
 
 
+def add_runs_argument(p: argparse.ArgumentParser) -> None:
+    """The run folders a verb reads, one or more."""
+    p.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run folders")
+
+
 def one_line(err: BaseException | str) -> str:
     """The text of ``err`` on one line, whatever it looks like."""
     return " ".join(str(err).split())

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from fedsim.cli.common import RUN_ERRORS, bad_target, fail
+from fedsim.cli.common import RUN_ERRORS, add_runs_argument, bad_target, fail
 
 # The x columns of analysis.compare.TARGET_COLUMNS, spelled out so that registering the command
 # does not import pandas.
@@ -19,7 +19,7 @@ def add_command(subparsers: argparse._SubParsersAction) -> None:
         description="Print a table of final and best accuracy, bytes and time per run, and "
         "write comparison.csv and comparison.md.",
     )
-    compare.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run folders")
+    add_runs_argument(compare)
     compare.add_argument(
         "--target",
         type=float,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from fedsim.cli.common import RUN_ERRORS, fail
+from fedsim.cli.common import RUN_ERRORS, add_runs_argument, fail
 
 
 def add_command(subparsers: argparse._SubParsersAction) -> None:
@@ -16,7 +16,7 @@ def add_command(subparsers: argparse._SubParsersAction) -> None:
         description="Draw accuracy, communication, timing and data figures of runs. Runs that "
         "differ only in experiment.seed are drawn as one mean curve with a min-max band.",
     )
-    plot.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run folders")
+    add_runs_argument(plot)
     plot.add_argument(
         "--out",
         metavar="DIR",
