@@ -5,9 +5,13 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from fedsim.cli.common import add_set_option
 from fedsim.options import ConfigError
+
+if TYPE_CHECKING:
+    from fedsim.runner import RunResult
 
 
 def run_command(args: argparse.Namespace) -> int:
@@ -56,6 +60,11 @@ def run_command(args: argparse.Namespace) -> int:
         hint = "" if isinstance(err, DivergedError) else f"; resume with: fedsim run --resume {out}"
         print(f"fedsim: error: {err}; records so far are in {out}{hint}", file=sys.stderr)
         return 1
+    return _report(result, out)
+
+
+def _report(result: RunResult, out: Path) -> int:
+    """Print what a finished run did and draw its figures; the exit code (0)."""
     s = result.summary
     if result.unchanged:
         print(f"{out}: the run had already finished ({s['rounds']} rounds); nothing changed")
