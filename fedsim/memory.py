@@ -67,3 +67,31 @@ def check_model(cfg: Any, model: Any) -> None:
         model_bytes(model.num_parameters, stacked),
         f"{cfg.model.name!r} with {model.num_parameters} parameters ({stacked} clients a chunk)",
     )
+
+
+#: glibc's ``mallopt`` parameters (malloc.h).
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+
+
+def keep_freed_memory(trim_bytes: int = 256 << 20, mmap_bytes: int = 32 << 20) -> bool:
+    """Let this process's allocator reuse freed memory instead of returning it to the OS.
+
+    A worker allocates and frees the same large temporaries every call (a stack's data, its
+    models); glibc's adaptive thresholds can hand them back to the OS after each use, so every
+    call faults them in again (W2 on one worker: 384,000 minor page faults in 12 rounds
+    against 28,000 with fixed thresholds, about a fifth of its training time). Fixed thresholds
+    keep up to ``trim_bytes`` of freed memory per process for reuse. Returns whether they were
+    set (False where the C library is not glibc).
+    """
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return False
+    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+    return bool(mallopt(_M_MMAP_THRESHOLD, mmap_bytes)) and bool(
+        mallopt(_M_TRIM_THRESHOLD, trim_bytes)
+    )

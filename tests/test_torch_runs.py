@@ -234,3 +234,16 @@ def test_plugin_errors_are_one_line_config_errors(tmp_path, monkeypatch):
         prepare(_config(path, 'name = "badplug:wrong"'))
     with pytest.raises(ConfigError, match=r"^model\.name: plug-in returned int, expected"):
         prepare(_config(path, 'name = "badplug:notmodule"'))
+
+
+def test_looped_torch_clients_train_one_at_a_time_and_stacks_change_nothing(tmp_path, monkeypatch):
+    from fedsim.models.torch_backend import TorchModel
+
+    path = _data(tmp_path, (5, 5))
+    cfg = _config(path, 'name = "mlp"\nhidden = [16, 8]\nbackend = "torch"')
+    assert prepare(cfg).model.max_stack == 1  # a CPU model is looped: no lock-step stacks
+    alone = fedsim.run(cfg)
+    monkeypatch.setattr(TorchModel, "max_stack", 64)
+    stacked = fedsim.run(cfg)
+    assert np.array_equal(alone.model, stacked.model)
+    assert alone.rounds["train_loss"].tolist() == stacked.rounds["train_loss"].tolist()

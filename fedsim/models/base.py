@@ -25,6 +25,10 @@ class Model(ABC):
     num_classes: int
     num_parameters: int
     task: Task = "classification"
+    #: Most clients trained at once in one stacked call. A model whose kernels gain nothing
+    #: from a stack (convolutions on a CPU, a per-client loop inside) sets 1: its clients then
+    #: train one after the other, each client's parameters staying in cache for all its steps.
+    max_stack: int = 64
 
     @abstractmethod
     def init(self, seed: int) -> np.ndarray:

@@ -175,6 +175,11 @@ class TorchModel(Model):
         """How stacks are trained here: ``vmap`` or ``loop``."""
         return self._mode
 
+    @property
+    def max_stack(self) -> int:  # type: ignore[override]
+        """A looped model trains its clients one after the other (see ``Model.max_stack``)."""
+        return 1 if self._mode == "loop" else Model.max_stack
+
     def init(self, seed: int) -> np.ndarray:
         """Initial parameters (P,) float32, a pure function of ``seed``."""
         if self._init is not None:

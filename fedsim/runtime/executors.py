@@ -12,6 +12,7 @@ from threadpoolctl import ThreadpoolController, threadpool_limits
 
 from fedsim.data.base import FederatedDataset
 from fedsim.errors import WorkerFailedError
+from fedsim.memory import keep_freed_memory
 from fedsim.models.base import Model
 from fedsim.models.torch_models import worker_resources
 from fedsim.pipeline.base import Pipeline
@@ -85,6 +86,8 @@ class TrainWorker:
         # One BLAS thread per worker: a worker is one CPU's worth of work, and a BLAS result
         # can depend on its thread count, which would make results depend on the backend.
         threadpool_limits(limits=1)
+        # The same large temporaries are allocated and freed every call: keep them mapped.
+        keep_freed_memory()
 
     def train(
         self,

@@ -25,9 +25,6 @@ if TYPE_CHECKING:
     from fedsim.config import Config
     from fedsim.strategies.base import Strategy
 
-#: Most clients trained in one stacked kernel; bounded so stacks stay cache-friendly.
-MAX_STACK = 64
-
 
 @dataclass(frozen=True)
 class TrainSpec:
@@ -157,13 +154,13 @@ def train_chunks(
     sums = [_Sums(spec, model.num_parameters, pipeline.accumulator_dtype) for _ in chunks]
     losses = np.empty(len(ids), dtype=np.float64)
     rejected = np.zeros(len(ids), dtype=bool)
-    start = 0
+    start, max_stack = 0, model.max_stack
     while start < len(order):
         n, e = int(sizes[order[start]]), int(epochs[order[start]])
         stop = start + 1
         while (
             stop < len(order)
-            and stop - start < MAX_STACK
+            and stop - start < max_stack
             and sizes[order[stop]] == n
             and epochs[order[stop]] == e
         ):
