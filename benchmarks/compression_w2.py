@@ -1,6 +1,6 @@
 """What update compression adds to W2's round time: plain against compressed, in one run.
 
-Runs ``experiments/bench/w2.toml`` (1,000 clients per round) without compression and with
+Runs ``fedsim/bench/workloads/w2.toml`` (1,000 clients per round) without compression and with
 each given ``compression.up``, alternating configurations within each repetition so that a
 change in the machine's load hits all of them alike, and reports each one's steady seconds
 per round (median of the rounds after the first two, over all repetitions, as ``fedsim
@@ -21,7 +21,7 @@ import pandas as pd
 from fedsim.bench.target import run_target
 
 ROOT = Path(__file__).resolve().parents[1]
-W2 = ROOT / "experiments" / "bench" / "w2.toml"
+W2 = ROOT / "fedsim" / "bench" / "workloads" / "w2.toml"
 
 
 def measure(encodings: list[str], workers: list[str], rounds: int, repeat: int) -> pd.DataFrame:

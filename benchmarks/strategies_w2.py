@@ -20,7 +20,7 @@ import pandas as pd
 import fedsim
 
 REPO = Path(__file__).resolve().parents[1]
-W2 = REPO / "experiments" / "bench" / "w2.toml"
+W2 = REPO / "fedsim" / "bench" / "workloads" / "w2.toml"
 STRATEGIES = ("fedavg", "fedavgm", "fedadam", "scaffold", "fednova")
 
 

@@ -1,6 +1,6 @@
 """McMahan's CNN with the PyTorch backend, against a plain torch loop, numpy and Flower, one run.
 
-Workload A (``experiments/bench/torch_cnn_10x600.toml``): 10 clients of 600 Fashion-MNIST
+Workload A (``fedsim/bench/workloads/torch_cnn_10x600.toml``): 10 clients of 600 Fashion-MNIST
 examples, all trained every round, E=1, B=10, data order, one thread. Times per round of
 fedsim with the torch backend and with the numpy backend (one local worker) and of a plain
 torch loop doing the same work: for each client, load the global model, run SGD with
@@ -8,7 +8,7 @@ torch loop doing the same work: for each client, load the global model, run SGD 
 plain loop runs one round after each fedsim round, in the same process, so that the load of a
 shared machine falls on both alike.
 
-Workload B (``experiments/bench/torch_cnn_100x60.toml``): 100 clients of 60 examples per
+Workload B (``fedsim/bench/workloads/torch_cnn_100x60.toml``): 100 clients of 60 examples per
 round. fedsim's torch backend with one local worker and with two Ray workers, against Flower's
 simulation engine (``flower_torch_cnn.py``, two client actors) when ``--flower-python`` names
 a Python with ``flwr[simulation]`` and torch.
@@ -41,8 +41,8 @@ from fedsim import config as config_mod
 from fedsim.runner import prepare
 
 HERE = Path(__file__).resolve().parent
-CONFIG_A = HERE.parent / "experiments/bench/torch_cnn_10x600.toml"
-CONFIG_B = HERE.parent / "experiments/bench/torch_cnn_100x60.toml"
+CONFIG_A = HERE.parent / "fedsim/bench/workloads/torch_cnn_10x600.toml"
+CONFIG_B = HERE.parent / "fedsim/bench/workloads/torch_cnn_100x60.toml"
 
 
 def fedsim_rounds(

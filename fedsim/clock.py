@@ -233,7 +233,7 @@ def _plan_fraction_stragglers(
     num_stragglers = min(len(alive), int(round(straggler_fraction * len(ids))))
     pick = uniform(seed, round_, Purpose.STRAGGLER, ids[alive])
     straggling = alive[np.lexsort((ids[alive], pick))[:num_stragglers]]
-    u = uniform(seed, round_, Purpose.STRAGGLER + 1000, ids)
+    u = uniform(seed, round_, Purpose.STRAGGLER_EPOCHS, ids)
     partial_epochs = 1 + np.floor(u * max(local_epochs - 1, 1)).astype(np.int64)
     partial_epochs = np.minimum(partial_epochs, max(local_epochs - 1, 1))
 

@@ -7,11 +7,14 @@ An experiment file has the sections below; every key has a default except where 
 
 from __future__ import annotations
 
+import copy
 import math
 import tomllib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
+
+import tomli_w
 
 from fedsim import memory
 from fedsim.options import (
@@ -411,7 +414,7 @@ class Config:
         """The resolved config as plain TOML-ready tables (inverse of :func:`from_dict`)."""
         kind = self.experiment.kind
         if kind != HORIZONTAL:
-            return {"experiment": to_table(self.experiment), kind: _deepcopy(self.kind_table)}
+            return {"experiment": to_table(self.experiment), kind: copy.deepcopy(self.kind_table)}
         out: dict[str, Any] = {}
         for section, (key, _) in _COMPONENTS.items():
             comp: ComponentConfig = getattr(self, section)
@@ -507,7 +510,7 @@ def _other_kind(experiment: ExperimentConfig, raw: dict[str, Any]) -> Config:
     table = raw.get(kind, {})
     if not isinstance(table, dict):
         raise ConfigError(f"{kind}: must be a table, got {table!r}")
-    return Config(experiment=experiment, kind_table=_deepcopy(table))
+    return Config(experiment=experiment, kind_table=copy.deepcopy(table))
 
 
 def _cross_check(cfg: Config) -> None:
@@ -598,7 +601,7 @@ def parse_override(text: str) -> tuple[list[str], Any]:
 
 def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
     """Return a copy of ``raw`` with every ``section.key=value`` override applied."""
-    out = _deepcopy(raw)
+    out = copy.deepcopy(raw)
     for text in overrides:
         keys, value = parse_override(text)
         node = out
@@ -611,14 +614,6 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
             node = child
         node[keys[-1]] = value
     return out
-
-
-def _deepcopy(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _deepcopy(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_deepcopy(v) for v in value]
-    return value
 
 
 def read_toml(path: str | Path) -> dict[str, Any]:
@@ -661,75 +656,8 @@ def resolve(
 
 
 def dumps_toml(tables: dict[str, Any]) -> str:
-    """Write config tables as TOML (the subset fedsim configs use)."""
-    lines: list[str] = []
-
-    def emit(prefix: str, table: dict[str, Any]) -> None:
-        scalars = {k: v for k, v in table.items() if not _is_table(v) and not _is_table_list(v)}
-        subtables = {k: v for k, v in table.items() if _is_table(v)}
-        arrays = {k: v for k, v in table.items() if _is_table_list(v)}
-        if prefix:
-            lines.append(f"[{prefix}]")
-        for k, v in scalars.items():
-            lines.append(f"{k} = {_toml_value(v)}")
-        for k, v in subtables.items():
-            inline = ", ".join(f"{ik} = {_toml_value(iv)}" for ik, iv in v.items())
-            lines.append(f"{k} = {{ {inline} }}")
-        lines.append("")
-        for k, items in arrays.items():
-            for item in items:
-                lines.append(f"[[{prefix}.{k}]]")
-                for ik, iv in item.items():
-                    lines.append(f"{ik} = {_toml_value(iv)}")
-                lines.append("")
-
-    for section, table in tables.items():
-        emit(section, table)
-    return "\n".join(lines)
-
-
-def _is_table(v: Any) -> bool:
-    return isinstance(v, dict)
-
-
-def _is_table_list(v: Any) -> bool:
-    return isinstance(v, list) and bool(v) and all(isinstance(i, dict) for i in v)
-
-
-def _toml_value(v: Any) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, int):
-        return str(v)
-    if isinstance(v, float):
-        if math.isinf(v):
-            return "inf" if v > 0 else "-inf"
-        if math.isnan(v):
-            return "nan"
-        return repr(v)
-    if isinstance(v, str):
-        return '"' + "".join(_TOML_ESCAPES.get(c) or _escape_control(c) for c in v) + '"'
-    if isinstance(v, list | tuple):
-        return "[" + ", ".join(_toml_value(i) for i in v) + "]"
-    if isinstance(v, dict):
-        return "{ " + ", ".join(f"{k} = {_toml_value(i)}" for k, i in v.items()) + " }"
-    raise TypeError(f"cannot write {v!r} as TOML")
-
-
-_TOML_ESCAPES = {
-    "\\": "\\\\",
-    '"': '\\"',
-    "\b": "\\b",
-    "\t": "\\t",
-    "\n": "\\n",
-    "\f": "\\f",
-    "\r": "\\r",
-}
-
-
-def _escape_control(c: str) -> str:
-    """TOML basic strings hold any character but the control characters, which are escaped."""
-    return f"\\u{ord(c):04X}" if ord(c) < 32 or ord(c) == 127 else c
+    """Write config tables as TOML (``tomli-w``: strings, keys and floats escaped per the spec)."""
+    return tomli_w.dumps(tables)
 
 
 def replace_section(cfg: Config, section: str, **changes: Any) -> Config:

@@ -19,11 +19,11 @@ from fedsim import checkpoint, rundir
 from fedsim import config as config_mod
 from fedsim.callbacks import Callback, CallbackList, Checkpointing, RunContext
 from fedsim.callbacks.loggers import check_loggers
+from fedsim.errors import WorkerFailedError
 from fedsim.experiment import Experiment, RunInterrupted, RunResult, run_summary
 from fedsim.metrics import Recorder
 from fedsim.options import ConfigError
 from fedsim.rundir import CONFIG_FILE, PARTITION_FILE, SUMMARY_FILE
-from fedsim.runtime.errors import WorkerFailedError
 from fedsim.runtime.session import Session, open_session
 
 __all__ = ["execute"]

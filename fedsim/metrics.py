@@ -13,6 +13,7 @@ import pandas as pd
 
 from fedsim.options import ConfigError
 from fedsim.rundir import CLIENTS_FILE, ROUNDS_FILE
+from fedsim.tables import markdown_table
 
 
 @dataclass(frozen=True)
@@ -100,8 +101,7 @@ TEXT_COLUMNS = ("abort_reason",)
 
 def schema_table(schema: tuple[Column, ...]) -> str:
     """A schema as the Markdown table the README shows."""
-    rows = [f"| `{c.name}` | {c.meaning} |" for c in schema]
-    return "\n".join(["| column | what it holds |", "| --- | --- |", *rows])
+    return markdown_table(["column", "what it holds"], [(f"`{c.name}`", c.meaning) for c in schema])
 
 
 CLIENT_COLUMNS = [c.name for c in CLIENT_SCHEMA]

@@ -46,6 +46,12 @@ class Purpose(IntEnum):
     VERTICAL_SPLIT = 27
     VERTICAL_INIT = 28
     VERTICAL_SHUFFLE = 29
+    STRAGGLER_EPOCHS = 40  # how many epochs a partially working straggler completes
+
+
+# normal() keys its second uniform by purpose + this offset; every purpose stays below it, so
+# no purpose's stream is another's second uniform.
+NORMAL_OFFSET = 1000
 
 
 def generator(seed: int, *keys: int) -> np.random.Generator:
@@ -89,5 +95,5 @@ def uniform(seed: int, round_: int, purpose: int, ids: np.ndarray) -> np.ndarray
 def normal(seed: int, round_: int, purpose: int, ids: np.ndarray) -> np.ndarray:
     """Standard normal float64, one per client id, keyed like :func:`uniform` (Box-Muller)."""
     u1 = uniform(seed, round_, purpose, ids)
-    u2 = uniform(seed, round_, purpose + 1000, ids)
+    u2 = uniform(seed, round_, purpose + NORMAL_OFFSET, ids)
     return np.sqrt(-2.0 * np.log1p(-u1)) * np.cos(2.0 * np.pi * u2)

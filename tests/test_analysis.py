@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
+import tomli_w
 
 from fedsim.analysis import (
     compare_runs,
@@ -29,9 +30,9 @@ from fedsim.analysis import (
     rounds_to_target,
     write_comparison,
 )
-from fedsim.analysis.commands import add_commands
 from fedsim.analysis.compare import byte_unit
-from fedsim.analysis.plots import time_unit
+from fedsim.analysis.figure import time_unit
+from fedsim.cli import build_parser
 
 BASE_CONFIG: dict[str, Any] = {
     "experiment": {"name": "exp", "seed": 0},
@@ -51,32 +52,6 @@ BASE_CONFIG: dict[str, Any] = {
 
 DOWN_PER_ROUND = 1_000_000  # 10 clients x 100 kB model
 UP_PER_ROUND = 700_000  # 7 completed clients x 100 kB
-
-
-def _toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, str):
-        return json.dumps(value)
-    if isinstance(value, list):
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
-    return repr(value)
-
-
-def _toml_table(name: str, table: dict[str, Any]) -> list[str]:
-    lines = [f"[{name}]"]
-    lines += [f"{k} = {_toml_value(v)}" for k, v in table.items() if not isinstance(v, dict)]
-    for key, sub in table.items():
-        if isinstance(sub, dict):
-            lines += ["", *_toml_table(f"{name}.{key}", sub)]
-    return lines
-
-
-def toml_text(config: dict[str, Any]) -> str:
-    lines: list[str] = []
-    for name, table in config.items():
-        lines += [*_toml_table(name, table), ""]
-    return "\n".join(lines)
 
 
 def make_run(
@@ -101,7 +76,7 @@ def make_run(
         config["strategy"] = strategy
     if runtime is not None:
         config["runtime"] = runtime
-    (folder / "config.toml").write_text(toml_text(config))
+    (folder / "config.toml").write_text(tomli_w.dumps(config))
 
     n = len(acc)
     rnd = np.arange(1, n + 1)
@@ -547,11 +522,10 @@ def test_plot_runs_several_runs_prefix_and_skip(tmp_path: Path) -> None:
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="fedsim")
-    add_commands(parser.add_subparsers(dest="command", required=True))
-    return parser.parse_args(argv)
+    return build_parser().parse_args(argv)
 
 
+@pytest.mark.slow
 def test_plot_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     run = make_run(tmp_path / "a", [0.5, 0.6])
     args = parse(["plot", str(run), "--format", "png"])
@@ -608,6 +582,7 @@ def _scaled_bytes(folder: Path, factor: float) -> Path:
     return folder
 
 
+@pytest.mark.slow
 def test_pareto_plots_one_point_per_configuration_and_marks_the_frontier(tmp_path: Path) -> None:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 

@@ -174,6 +174,7 @@ def _same(a, b):
     assert np.array_equal(a.model, b.model)
 
 
+@pytest.mark.slow
 def test_async_identical_for_local_one_and_two_ray_workers(ray_session):
     sets = (*ASYNC, "server.rounds=6")
     local = fedsim.run(small_config(*sets))

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from fedsim import config as config_mod
 from fedsim.bench.floors import softmax_round, workload_client
-from fedsim.bench.harness import flower_round_times, steady_state
+from fedsim.bench.harness import find_config, flower_round_times, steady_state
 from fedsim.bench.probe import run_measured
 from fedsim.data.workload import WorkloadDataset, WorkloadOptions
 from fedsim.models.softmax import SoftmaxRegression
@@ -20,7 +19,7 @@ from fedsim.runtime.executors import LocalExecutor
 from fedsim.runtime.server import Server
 from fedsim.runtime.work import train_spec
 
-W1 = Path(__file__).resolve().parents[1] / "experiments" / "bench" / "w1.toml"
+W1 = find_config("w1")  # the workload shipped with the package
 
 
 def _reference_client(cid: int) -> tuple[np.ndarray, np.ndarray]:

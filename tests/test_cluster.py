@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 from helpers import SMALL, small_config, write
 
 import fedsim
@@ -56,6 +57,7 @@ def _records(path: Path) -> list[list[str]]:
     return [[row[i] for i in keep] for row in rows]
 
 
+@pytest.mark.slow
 def test_two_node_cluster_run_equals_the_single_node_run(tmp_path):
     config = write(tmp_path / "small.toml", SMALL)
     out = tmp_path / "cluster"

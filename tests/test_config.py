@@ -54,6 +54,18 @@ def test_resolved_config_round_trips_through_toml():
     assert again == cfg
 
 
+def test_strings_with_newline_quote_and_unicode_round_trip_through_toml():
+    tricky = 'two\nlines, a "quote", a \\ backslash, a\ttab, \u00e9\u4e2d\U0001f600, \x7f'
+    cfg = config_mod.from_dict({"population": {"profiles_csv": tricky}})
+    text = config_mod.dumps_toml(cfg.to_dict())
+    again = config_mod.from_dict(tomllib.loads(text))
+    assert again.population.profiles_csv == tricky
+    assert again == cfg
+    # Keys that are not bare words are quoted, not read back as nested tables.
+    tables = {"a": {"x.y": 1, "k": {"p q": tricky}}, "b c": {"": [1.5, -math.inf]}}
+    assert tomllib.loads(config_mod.dumps_toml(tables)) == tables
+
+
 def test_defaults_fill_missing_sections():
     cfg = config_mod.from_dict({})
     assert cfg.data.name == "synthetic" and cfg.model.name == "softmax"

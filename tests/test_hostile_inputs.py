@@ -274,6 +274,7 @@ def test_names_become_one_path_component_and_round_trip_through_the_saved_config
 # --- the run folder: claims and races ---------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_two_racing_runs_on_one_folder_leave_exactly_one_runs_records(experiment, tmp_path):
     out = tmp_path / "race"
     rounds = 30

@@ -8,12 +8,13 @@ import tomllib
 from pathlib import Path
 
 import pytest
+import tomli_w
 from helpers import SMALL
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from fedsim import cli
-from fedsim.config import _toml_value, from_dict
+from fedsim.config import from_dict
 from fedsim.rundir import flatten_config
 
 KEYS = sorted(flatten_config(from_dict(tomllib.loads(SMALL)).to_dict()))
@@ -63,6 +64,11 @@ small_values = st.one_of(
 )
 
 
+def toml_value(value: object) -> str:
+    """``value`` in TOML syntax, as the right-hand side of ``--set key=value``."""
+    return tomli_w.dumps({"v": value}).removeprefix("v = ").rstrip("\n")
+
+
 @st.composite
 def overrides(draw: st.DrawFn) -> list[str]:
     """One to three ``key=value`` overrides of random keys, values in TOML syntax."""
@@ -71,7 +77,7 @@ def overrides(draw: st.DrawFn) -> list[str]:
         value = draw(small_values if key in WORK_KEYS else values)
         # The Ray backend starts a cluster: that is tested elsewhere, not per example here.
         assume(not (key == "runtime.backend" and value == "ray"))
-        out.append(f"{key}={_toml_value(value)}")
+        out.append(f"{key}={toml_value(value)}")
     return out
 
 
@@ -82,6 +88,7 @@ def experiment(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+@pytest.mark.slow
 @settings(
     max_examples=60,
     deadline=None,

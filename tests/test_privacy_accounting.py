@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import math
 
 import dp_accounting
@@ -10,9 +9,9 @@ import numpy as np
 import pytest
 from dp_accounting.pld import pld_privacy_accountant
 
+from fedsim.cli import build_parser
 from fedsim.options import ConfigError
 from fedsim.privacy import accounting
-from fedsim.privacy.commands import add_commands
 
 MNIST_Q = 256 / 60000  # batch 256 of MNIST's 60,000 training examples
 
@@ -157,9 +156,7 @@ def test_local_epsilon_has_no_sampling_amplification():
 
 
 def _cli(argv):
-    parser = argparse.ArgumentParser(prog="fedsim")
-    add_commands(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(["privacy", *argv])
+    args = build_parser().parse_args(["privacy", *argv])
     return args.func(args)
 
 

@@ -175,6 +175,7 @@ COMPOSED = [
 ]
 
 
+@pytest.mark.slow
 def test_dp_with_secagg_is_identical_on_local_and_ray_backends(ray_session):
     local = fedsim.run(small_config(*COMPOSED))
     r = local.rounds

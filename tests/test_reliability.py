@@ -245,6 +245,7 @@ def test_an_output_folder_holding_a_run_is_not_overwritten(tmp_path, capsys):
 # --- killing a real `fedsim run` ---------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_sigkill_twice_then_resume_ends_identical_to_an_uninterrupted_run(tmp_path):
     path = _experiment(tmp_path)
     reference = _reference(tmp_path, *LONG)
@@ -262,6 +263,7 @@ def test_sigkill_twice_then_resume_ends_identical_to_an_uninterrupted_run(tmp_pa
     assert summary["rounds"] == 40
 
 
+@pytest.mark.slow
 def test_sigkill_of_a_ray_run_then_resume_on_the_local_backend_is_identical(tmp_path):
     path = _experiment(tmp_path)
     reference = _reference(tmp_path, *LONG)
@@ -273,6 +275,7 @@ def test_sigkill_of_a_ray_run_then_resume_on_the_local_backend_is_identical(tmp_
 
 
 # SIGTERM is what batch schedulers send before they preempt a job: it acts as Ctrl-C.
+@pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
 def test_ctrl_c_stops_after_the_round_with_a_checkpoint_and_says_how_to_resume(tmp_path, sig):
     path = _experiment(tmp_path)
@@ -311,6 +314,7 @@ def test_a_worker_killed_mid_round_is_replaced_and_results_are_identical(ray_ses
     np.testing.assert_array_equal(local.model, killed.model)
 
 
+@pytest.mark.slow
 def test_a_worker_killed_by_the_os_is_replaced_and_results_are_identical(ray_session):
     local = fedsim.run(small_config())
     session = RaySession(prepare(small_config("runtime.backend='ray'", "runtime.workers=2")))
@@ -328,6 +332,7 @@ def test_a_worker_killed_by_the_os_is_replaced_and_results_are_identical(ray_ses
     np.testing.assert_array_equal(local.model, model)
 
 
+@pytest.mark.slow
 def test_a_worker_that_keeps_dying_ends_the_run_with_records_and_checkpoint(
     ray_session, tmp_path, capsys
 ):

@@ -199,6 +199,7 @@ def test_little_is_enough_with_the_mean_aggregates_per_client_updates():
     np.testing.assert_allclose(per_client.model, streaming.model, rtol=0, atol=1e-6)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "aggregator, attack",
     [("median", "sign_flip"), ("mean", "little_is_enough"), ("mean", "gaussian")],

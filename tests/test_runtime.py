@@ -75,6 +75,7 @@ def _records(result) -> pd.DataFrame:
     return result.rounds.drop(columns=TIMING_COLUMNS)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "strategy, model",
     [("fedavg", "softmax"), ("fedprox", "softmax"), ("fedavg", "mlp")],

@@ -204,6 +204,7 @@ def test_fednova_differs_from_fedavg_with_partial_stragglers():
 # --- every new strategy end to end, on both backends ------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", NEW)
 def test_strategy_runs_end_to_end_identically_on_local_and_two_ray_workers(ray_session, name):
     local = fedsim.run(small_config(f"strategy.name='{name}'"))
@@ -217,6 +218,7 @@ def test_strategy_runs_end_to_end_identically_on_local_and_two_ray_workers(ray_s
     assert not np.array_equal(local.model, fedavg.model), "the strategy changes the model"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["scaffold", "fedadam"])
 def test_stateful_strategy_identical_for_one_and_two_workers(ray_session, name):
     one = fedsim.run(
@@ -228,6 +230,7 @@ def test_stateful_strategy_identical_for_one_and_two_workers(ray_session, name):
     assert np.array_equal(one.model, two.model)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["scaffold", "fedadam"])
 def test_stateful_strategy_resumed_after_sigkill_is_identical(tmp_path, name):
     from helpers import spawn_run
@@ -279,6 +282,7 @@ class HalfStep(Strategy):
 '''
 
 
+@pytest.mark.slow
 def test_strategy_from_a_module_outside_the_package_changes_the_results(tmp_path):
     (tmp_path / "plug").mkdir()
     (tmp_path / "plug" / "halfstep_strategy.py").write_text(PLUGIN)

@@ -140,6 +140,7 @@ def test_invalid_grid_point_stops_before_anything_runs(tiny: Path, tmp_path: Pat
     assert not out.exists()
 
 
+@pytest.mark.slow
 def test_sweep_writes_runs_table_comparison_and_plots(tiny: Path, tmp_path: Path) -> None:
     out = tmp_path / "sweep"
     lines: list[str] = []
@@ -337,6 +338,7 @@ def test_default_folder_is_results_experiment_sweep(
     assert (tmp_path / "results" / "tiny-sweep" / "seed=7" / "summary.json").is_file()
 
 
+@pytest.mark.slow
 def test_ray_sweep_shares_one_ray_instance(ray_session, tiny: Path, tmp_path: Path) -> None:
     ray = ray_session
     ray_overrides = ["runtime.backend=ray", "runtime.workers=2"]

@@ -74,7 +74,8 @@ def test_traffic_options_are_checked() -> None:
 
 
 def test_partition_summary_of_a_regression_set_has_sizes_and_no_labels(tmp_path) -> None:
-    from fedsim.data.summary import summarize_partition, write_partition_summary
+    from fedsim.cli.data import write_partition_summary
+    from fedsim.data.summary import summarize_partition
 
     ds = make_traffic_dataset(OPTS, 4, seed=0)
     summary = summarize_partition(ds)

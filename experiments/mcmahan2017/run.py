@@ -114,7 +114,7 @@ def run_one(job: tuple[str, list[str], int | None]) -> tuple[str, float]:
     """Run one setting at one learning rate into its folder, or (``extend_to`` set) continue a
     finished run up to that many rounds; a divergence is recorded."""
     import fedsim
-    from fedsim.runtime.errors import DivergedError
+    from fedsim.errors import DivergedError
 
     path, over, extend_to = job
     d = Path(path)

@@ -70,7 +70,7 @@ def overrides(agg: str, attack: str, fraction: float, seed: int, rounds: int) ->
 
 def run_grid(args: argparse.Namespace) -> None:
     import fedsim
-    from fedsim.runtime.errors import DivergedError
+    from fedsim.errors import DivergedError
 
     # Without Byzantine clients the attack is irrelevant: one run per aggregator, first; then
     # attack by attack, so that an interrupted grid leaves whole panels of the figure.

@@ -1,7 +1,7 @@
 """Analysis of finished runs: loading run folders, comparison tables and paper-ready figures.
 
-Names are imported on first use, so importing ``fedsim.analysis.commands`` (done by the command
-line for every command) does not pay for pandas and matplotlib.
+Names are imported on first use, so importing one module of the package does not pay for
+pandas and matplotlib.
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ _HOMES = {
     "plot_client_times": "plots",
     "plot_label_distribution": "plots",
     "plot_runs": "plots",
-    "save_figure": "plots",
+    "save_figure": "figure",
 }
 
 __all__ = [

@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 
 from fedsim.analysis.runs import Run, config_differences, load_runs, rounds_to_target
+from fedsim.tables import markdown_table
 
 # rounds.csv column -> the comparison column holding the cost of reaching the target in it.
 TARGET_COLUMNS = {
@@ -76,7 +77,8 @@ def write_comparison(df: pd.DataFrame, out_dir: str | Path) -> str:
     out.mkdir(parents=True, exist_ok=True)
     df.to_csv(out / "comparison.csv", index=False)
     headers, cells, numeric = _format_table(df)
-    (out / "comparison.md").write_text(_markdown(headers, cells, numeric), encoding="utf-8")
+    md = markdown_table(headers, cells, ["right" if n else "left" for n in numeric])
+    (out / "comparison.md").write_text(md + "\n", encoding="utf-8")
     return _text(headers, cells, numeric)
 
 
@@ -176,15 +178,6 @@ def _format_generic(value: Any) -> str:
     if isinstance(value, (float, np.floating)):
         return f"{value:.4g}" if math.isfinite(value) else _MISSING
     return _MISSING if value is None else str(value)
-
-
-def _markdown(headers: list[str], cells: list[list[str]], numeric: list[bool]) -> str:
-    def row(values: list[str]) -> str:
-        # A bare "|" inside a label would split the cell.
-        return "| " + " | ".join(v.replace("|", "\\|") for v in values) + " |"
-
-    rule = "|" + "|".join("---:" if n else ":---" for n in numeric) + "|"
-    return "\n".join([row(headers), rule, *(row(r) for r in cells)]) + "\n"
 
 
 def _text(headers: list[str], cells: list[list[str]], numeric: list[bool]) -> str:

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from fedsim.analysis.compare import byte_unit
-from fedsim.analysis.plots import PlotResult, RunsLike, _figure, legend_below
+from fedsim.analysis.figure import PlotResult, RunsLike, legend_below, new_figure
 from fedsim.analysis.runs import Run, _require_columns, group_labels, group_seeds
 
 Metric = Literal["final", "best"]
@@ -63,7 +63,7 @@ def plot_pareto(runs: RunsLike, metric: Metric = "final", which: Which = "total"
     points = pareto_points(runs, metric, which)
     unit, size = byte_unit(points["total_bytes"].max())
     x = points["total_bytes"] / size
-    fig, ax = _figure()
+    fig, ax = new_figure()
     yerr = np.vstack(
         [points["accuracy"] - points["accuracy_min"], points["accuracy_max"] - points["accuracy"]]
     )

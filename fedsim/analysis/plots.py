@@ -20,7 +20,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-import matplotlib
 import numpy as np
 import pandas as pd
 from matplotlib.axes import Axes
@@ -28,17 +27,18 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from fedsim.analysis.compare import byte_unit
+from fedsim.analysis.figure import (
+    SMALL_FONT_SIZE,
+    TWO_PANEL_HEIGHT_IN,
+    PlotResult,
+    RunsLike,
+    legend_below,
+    new_figure,
+    save_figure,
+    time_unit,
+)
+from fedsim.analysis.pareto import plot_pareto
 from fedsim.analysis.runs import Run, _require_columns, group_labels, group_seeds, load_runs
-
-COLUMN_WIDTH_IN = 3.4
-HEIGHT_IN = 2.6
-TWO_PANEL_HEIGHT_IN = 4.2
-FONT_SIZE = 8
-SMALL_FONT_SIZE = 6.5
-PNG_DPI = 300
-
-RunsLike = Sequence[Run | str | Path]
-PlotResult = tuple[Figure, Any, pd.DataFrame]
 
 _BYTES = {
     "total": ("cum_bytes", "cumulative bytes communicated"),
@@ -60,8 +60,6 @@ _MAX_MARKED_POINTS = 25
 # A legend inside the axes only when it is small; otherwise it goes below them.
 _INSIDE_LEGEND_ENTRIES = 4
 _INSIDE_LEGEND_CHARS = 50
-# Characters of a legend line at SMALL_FONT_SIZE across COLUMN_WIDTH_IN.
-_LEGEND_LINE_CHARS = 60
 
 
 @dataclass
@@ -87,7 +85,7 @@ def plot_accuracy_vs_bytes(
     column, what = _BYTES[which]
     curves = _curves(group_seeds(runs), column, "test_accuracy", interpolate=True)
     unit, size = byte_unit(_max_x(curves))
-    fig, ax = _figure()
+    fig, ax = new_figure()
     data = _draw(ax, curves, column, size)
     ax.set_xlabel(f"{what} ({unit})")
     ax.set_ylabel("test accuracy")
@@ -101,7 +99,7 @@ def plot_accuracy_vs_time(runs: RunsLike) -> PlotResult:
     """Test accuracy against simulated time, in s, min or h depending on the run length."""
     curves = _curves(group_seeds(runs), "sim_time_s", "test_accuracy", interpolate=True)
     unit, size = time_unit(_max_x(curves))
-    fig, ax = _figure()
+    fig, ax = new_figure()
     data = _draw(ax, curves, "sim_time_s", size)
     ax.set_xlabel(f"simulated time ({unit})")
     ax.set_ylabel("test accuracy")
@@ -115,7 +113,7 @@ def plot_accuracy_loss_vs_rounds(runs: RunsLike) -> PlotResult:
     ``data`` has a ``metric`` column (``test_accuracy`` or ``train_loss``).
     """
     groups = group_seeds(runs)
-    fig, axes = _figure(2, 1, height=TWO_PANEL_HEIGHT_IN, sharex=True)
+    fig, axes = new_figure(2, 1, height=TWO_PANEL_HEIGHT_IN, sharex=True)
     frames = []
     for ax, metric, ylabel in zip(
         axes, ("test_accuracy", "train_loss"), ("test accuracy", "train loss"), strict=True
@@ -147,7 +145,7 @@ def plot_round_outcomes(run: Run | str | Path) -> PlotResult:
     )
     data["failed"] = frame["failed"].astype(bool) if "failed" in frame.columns else False
 
-    fig, ax = _figure()
+    fig, ax = new_figure()
     rounds = data["round"].to_numpy()
     bottom = np.zeros(len(data))
     # Touching bars read as an area when there are many rounds.
@@ -203,7 +201,7 @@ def plot_client_times(run: Run | str | Path) -> PlotResult:
     if run.clients is None:
         raise FileNotFoundError(f"run {run.name} has no clients.csv")
     clients = run.clients
-    fig, (ax_times, ax_tiers) = _figure(2, 1, height=TWO_PANEL_HEIGHT_IN)
+    fig, (ax_times, ax_tiers) = new_figure(2, 1, height=TWO_PANEL_HEIGHT_IN)
     rows: list[dict[str, Any]] = []
 
     kept = clients[clients["outcome"] != "dropped"]
@@ -297,7 +295,7 @@ def plot_label_distribution(source: Run | str | Path | pd.DataFrame) -> PlotResu
     # An empty client has no label mix; show it as all zeros rather than dividing by zero.
     fractions = np.divide(counts, totals, out=np.zeros_like(counts), where=totals > 0)
 
-    fig, (ax_map, ax_hist) = _figure(2, 1, height=TWO_PANEL_HEIGHT_IN)
+    fig, (ax_map, ax_hist) = new_figure(2, 1, height=TWO_PANEL_HEIGHT_IN)
     image = ax_map.imshow(
         fractions,
         aspect="auto",
@@ -375,8 +373,6 @@ def plot_runs(
         ("accuracy_loss_vs_rounds", lambda: plot_accuracy_loss_vs_rounds(runs)),
     ]
     if len(group_seeds(runs)) > 1:
-        from fedsim.analysis.pareto import plot_pareto
-
         figures.append(("pareto", lambda: plot_pareto(runs, pareto)))
     for run in runs:
         prefix = "" if len(runs) == 1 else f"{_file_safe(run.name)}_"
@@ -400,51 +396,6 @@ def plot_runs(
     return written
 
 
-def save_figure(
-    fig: Figure, out_dir: str | Path, stem: str, formats: Sequence[str] = ("png", "svg")
-) -> list[Path]:
-    """Save ``fig`` as ``out_dir/stem.<format>`` for each format; return the paths."""
-    paths = []
-    for fmt in formats:
-        path = Path(out_dir) / f"{stem}.{fmt}"
-        # A creation date or random element ids in the SVG would make identical figures differ
-        # between runs (and committed figures churn).
-        metadata = {"Date": None} if fmt == "svg" else None
-        with matplotlib.rc_context({"svg.hashsalt": stem}):
-            fig.savefig(path, format=fmt, dpi=PNG_DPI, metadata=metadata)
-        paths.append(path)
-    return paths
-
-
-def time_unit(max_seconds: float) -> tuple[str, float]:
-    """The unit (s, min, h) that keeps ``max_seconds`` readable, and its length in seconds."""
-    if max_seconds >= 2 * 3600:
-        return "h", 3600.0
-    if max_seconds >= 2 * 60:
-        return "min", 60.0
-    return "s", 1.0
-
-
-def _figure(
-    nrows: int = 1, ncols: int = 1, *, height: float = HEIGHT_IN, sharex: bool = False
-) -> tuple[Figure, Any]:
-    fig = Figure(figsize=(COLUMN_WIDTH_IN, height), layout="constrained")
-    axes = fig.subplots(nrows, ncols, sharex=sharex)
-    for ax in np.atleast_1d(axes).ravel():
-        _style(ax)
-    return fig, axes
-
-
-def _style(ax: Axes) -> None:
-    # Set sizes on the label objects so later set_xlabel calls keep them.
-    ax.xaxis.label.set_fontsize(FONT_SIZE)
-    ax.yaxis.label.set_fontsize(FONT_SIZE)
-    ax.tick_params(labelsize=SMALL_FONT_SIZE + 0.5)
-    ax.grid(True, linewidth=0.4, alpha=0.4)
-    ax.set_axisbelow(True)
-    ax.spines[["top", "right"]].set_visible(False)
-
-
 def _legend(ax: Axes, curves: Sequence[_Curve]) -> None:
     # One plain curve needs no legend; a seed band does, to say how many seeds it spans.
     if not (len(curves) > 1 or any(c.n_runs > 1 for c in curves)):
@@ -457,32 +408,6 @@ def _legend(ax: Axes, curves: Sequence[_Curve]) -> None:
         return
     # Many or long labels (a sweep's) would cover the curves and squeeze the axes to nothing.
     legend_below(ax)
-
-
-def legend_below(ax: Axes) -> None:
-    """The axes' legend below everything, labels wrapped, the figure made taller to hold it."""
-    handles, texts = ax.get_legend_handles_labels()
-    wrapped = [_wrap_label(t) for t in texts]
-    lines = sum(t.count("\n") + 1 for t in wrapped)
-    fig = ax.get_figure()
-    width, height = fig.get_size_inches()
-    fig.set_size_inches(width, height + lines * SMALL_FONT_SIZE * 1.3 / 72 + 0.15)
-    fig.legend(
-        handles, wrapped, fontsize=SMALL_FONT_SIZE, frameon=False, loc="outside lower center"
-    )
-
-
-def _wrap_label(label: str) -> str:
-    """Break a legend label after its commas so that each line fits the figure width."""
-    lines = [""]
-    for part in label.split(", "):
-        candidate = f"{lines[-1]}, {part}" if lines[-1] else part
-        if len(candidate) > _LEGEND_LINE_CHARS and lines[-1]:
-            lines[-1] += ","
-            lines.append(part)
-        else:
-            lines[-1] = candidate
-    return "\n".join(lines)
 
 
 def _one_run(run: Run | str | Path) -> Run:

@@ -220,7 +220,7 @@ def sweep(
     simulated and wall time, run folder), ``comparison.csv``/``comparison.md`` and, with
     ``plots``, the comparison figures in ``out_dir/plots``. ``log`` receives one line per run.
     """
-    from fedsim.runtime.errors import DivergedError
+    from fedsim.errors import DivergedError
 
     runs = plan_sweep(config, grid, overrides=overrides, seeds=seeds)
     if out_dir is None:

@@ -8,7 +8,6 @@ median over repetitions. Steady state is the median round time after the first t
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import os
@@ -16,15 +15,19 @@ import platform
 import re
 import statistics
 import sys
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from fedsim import config as config_mod
 from fedsim.bench.probe import Measured, note_peak, run_measured
+from fedsim.tables import markdown_table
 
-REPO = Path(__file__).resolve().parents[2]
-DEFAULT_WORKLOADS = ("w1", "w2")
+# The folder that holds this fedsim package: a source checkout, or site-packages when installed.
+PACKAGE_ROOT = Path(__file__).resolve().parents[2]
+# The workloads that ship with the package, by name (w1, w2, ...).
+WORKLOADS = Path(__file__).resolve().with_name("workloads")
 _ROUND_LINE = re.compile(r"\[ROUND (\d+)\]")
 _SUMMARY_LINE = re.compile(r"\[SUMMARY\]")
 
@@ -55,21 +58,32 @@ def steady_state(round_s: list[float]) -> float:
     return statistics.median(round_s[skip:])
 
 
+def workload_names() -> list[str]:
+    """The names of the workloads that ship with the package."""
+    return sorted(p.stem for p in WORKLOADS.glob("*.toml"))
+
+
 def find_config(name: str) -> Path:
-    """A workload's config: a path, or a name under experiments/bench/."""
+    """A workload's config: a path, or the name of a workload shipped in ``workloads/``."""
     path = Path(name)
     if path.suffix == ".toml" or path.exists():
         return path
-    for base in (Path.cwd(), REPO):
-        candidate = base / "experiments" / "bench" / f"{name}.toml"
-        if candidate.exists():
-            return candidate
-    raise FileNotFoundError(f"no workload {name!r}: not a file, nor experiments/bench/{name}.toml")
+    candidate = WORKLOADS / f"{name}.toml"
+    if candidate.exists():
+        return candidate
+    raise FileNotFoundError(
+        f"no workload {name!r}: not a file, nor one of {', '.join(workload_names())}"
+    )
 
 
 def find_reference_dir(given: str | None) -> Path | None:
-    """The folder of the reference scripts: given, or ``shared/bench`` beside the work tree."""
-    candidates = [Path(given)] if given else [REPO.parent / "shared" / "bench"]
+    """The folder of the reference scripts: given, or ``shared/bench`` beside a source checkout."""
+    if given:
+        candidates = [Path(given)]
+    elif (PACKAGE_ROOT / "pyproject.toml").exists():
+        candidates = [PACKAGE_ROOT.parent / "shared" / "bench"]
+    else:
+        candidates = []  # an installed package: only --reference-dir names them
     for c in candidates:
         if (c / "raw_floor.py").exists() or (c / "flower_softmax.py").exists():
             return c
@@ -79,7 +93,8 @@ def find_reference_dir(given: str | None) -> Path | None:
 def _env() -> dict[str, str]:
     env = dict(os.environ)
     # The subprocesses import this very fedsim, whatever is installed.
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH", "")) if p)
+    root = str(PACKAGE_ROOT)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH", "")) if p)
     env["PYTHONUNBUFFERED"] = "1"
     env.setdefault("RAY_DEDUP_LOGS", "1")
     # A Ray of its own, even where a cluster started with `ray start` is running on the machine.
@@ -261,19 +276,27 @@ def _peak(row: dict[str, Any]) -> str:
 
 
 def markdown(rows: list[dict[str, Any]]) -> str:
-    head = (
-        "| workload | system | workers | rounds | s/round (steady) | first round | process | "
-        "vs floor | Flower / this | peak RSS (MiB, largest process) |\n"
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n"
-    )
-    body = "".join(
-        f"| {r['workload']} | {r['system']} | {r['workers']} | {r['rounds']} | "
-        f"{_fmt(r['steady_s'], 's')} | {_fmt(r['first_s'], 's')} | {_fmt(r['process_s'], 's')} | "
-        f"{_fmt(r['vs_floor'], 'x')} | {_fmt(r['flower_over_this'], 'x')} | "
-        f"{_peak(r)} |\n"
+    """The summary rows as the Markdown table ``fedsim bench`` prints and saves."""
+    headers = [
+        "workload", "system", "workers", "rounds", "s/round (steady)", "first round", "process",
+        "vs floor", "Flower / this", "peak RSS (MiB, largest process)",
+    ]  # fmt: skip
+    cells = [
+        [
+            r["workload"],
+            r["system"],
+            r["workers"],
+            r["rounds"],
+            _fmt(r["steady_s"], "s"),
+            _fmt(r["first_s"], "s"),
+            _fmt(r["process_s"], "s"),
+            _fmt(r["vs_floor"], "x"),
+            _fmt(r["flower_over_this"], "x"),
+            _peak(r),
+        ]  # fmt: skip
         for r in rows
-    )
-    return head + body
+    ]
+    return markdown_table(headers, cells)
 
 
 def machine() -> dict[str, Any]:
@@ -304,51 +327,68 @@ def machine() -> dict[str, Any]:
     return info
 
 
-def run_bench(args: argparse.Namespace) -> int:
-    configs = [(Path(w).stem if Path(w).suffix else w, find_config(w)) for w in args.workloads]
-    ref_dir = find_reference_dir(args.reference_dir)
-    workers = [w.strip() for w in args.workers.split(",") if w.strip()]
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    info = machine()
+@dataclass(frozen=True)
+class Plan:
+    """What ``fedsim bench`` runs of each workload."""
+
+    workers: tuple[str, ...] = ("1", "2")  # fedsim worker counts; "local" = in-process
+    rounds: int = 0  # 0: max(the config's, 10)
+    repeat: int = 3
+    floor_threads: int = 1  # BLAS threads of the floor; 0 = the library's default
+    reference_dir: Path | None = None  # raw_floor.py / flower_softmax.py
+    flower_python: str | None = None  # a Python with flwr[simulation]; None: no Flower
+    flower_rounds: int = 0  # 0: the config's
+    flower_repeat: int = 1
+
+
+def run_workloads(
+    workloads: Sequence[str], plan: Plan, log: Callable[[str], None] = print
+) -> list[Run]:
+    """Every system of ``plan`` on each workload, in turns within each repetition."""
+    configs = [(Path(w).stem if Path(w).suffix else w, find_config(w)) for w in workloads]
+    ref_dir = plan.reference_dir
     runs: list[Run] = []
 
     def done(run: Run) -> None:
         runs.append(run)
-        print(
+        log(
             f"  {run.workload} {run.system} workers={run.workers} #{run.repeat}: "
-            f"{_fmt(run.steady_s, 's')}/round steady, process {_fmt(run.process_s, 's')}",
-            flush=True,
+            f"{_fmt(run.steady_s, 's')}/round steady, process {_fmt(run.process_s, 's')}"
         )
 
     for name, config in configs:
         cfg = config_mod.load(config)
-        rounds = args.rounds or max(cfg.server.rounds, 10)
+        rounds = plan.rounds or max(cfg.server.rounds, 10)
         is_w = cfg.data.name == "softmax_bench"
-        print(f"{name}: {config} ({rounds} rounds)", flush=True)
-        for rep in range(args.repeat):
-            done(run_floor(name, config, rounds, args.floor_threads, rep))
+        log(f"{name}: {config} ({rounds} rounds)")
+        for rep in range(plan.repeat):
+            done(run_floor(name, config, rounds, plan.floor_threads, rep))
             if is_w and ref_dir is not None and (ref_dir / "raw_floor.py").exists():
                 done(run_reference_floor(name, config, cfg.server.rounds, ref_dir, rep))
-            for w in workers:
+            for w in plan.workers:
                 done(run_fedsim(name, config, rounds, w, rep))
-        if is_w and args.flower_python:
+        if is_w and plan.flower_python:
             if ref_dir is None or not (ref_dir / "flower_softmax.py").exists():
-                print("  Flower skipped: flower_softmax.py not found (--reference-dir)")
+                log("  Flower skipped: flower_softmax.py not found (--reference-dir)")
                 continue
-            for rep in range(args.flower_repeat):
-                flower_rounds = args.flower_rounds or cfg.server.rounds
-                done(run_flower(name, config, flower_rounds, args.flower_python, ref_dir, rep))
+            for rep in range(plan.flower_repeat):
+                flower_rounds = plan.flower_rounds or cfg.server.rounds
+                done(run_flower(name, config, flower_rounds, plan.flower_python, ref_dir, rep))
+    return runs
+
+
+def write_results(runs: list[Run], out: Path, info: dict[str, Any]) -> tuple[str, list[Path]]:
+    """Write summary.csv, runs.csv, table.md and ``info`` as machine.json; return the table and
+    the files."""
+    out.mkdir(parents=True, exist_ok=True)
     rows = summarise(runs)
     table = markdown(rows)
-    print()
-    print(table)
-    _write_csv(out / "runs.csv", [asdict(r) for r in runs])
-    _write_csv(out / "summary.csv", rows)
-    (out / "table.md").write_text(table)
-    (out / "machine.json").write_text(json.dumps(info, indent=2) + "\n")
-    print(f"written: {out}/summary.csv, runs.csv, table.md, machine.json")
-    return 0
+    written = [out / "summary.csv", out / "runs.csv", out / "table.md", out / "machine.json"]
+    _write_csv(written[0], rows)
+    _write_csv(written[1], [asdict(r) for r in runs])
+    written[2].write_text(table + "\n")
+    written[3].write_text(json.dumps(info, indent=2) + "\n")
+    return table, written
 
 
 def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
@@ -358,49 +398,3 @@ def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    """The options of ``fedsim bench``."""
-    p.add_argument(
-        "workloads",
-        nargs="*",
-        default=list(DEFAULT_WORKLOADS),
-        metavar="WORKLOAD",
-        help="names under experiments/bench/ or config paths (default: w1 w2)",
-    )
-    p.add_argument(
-        "--workers",
-        default="1,2",
-        help="fedsim worker counts, comma separated; 'local' = in-process (default: 1,2)",
-    )
-    p.add_argument("--rounds", type=int, default=0, help="rounds (default: max(config, 10))")
-    p.add_argument("--repeat", type=int, default=3, help="repetitions, medians reported (3)")
-    p.add_argument(
-        "--floor-threads", type=int, default=1, help="BLAS threads of the floor (1; 0 = default)"
-    )
-    p.add_argument(
-        "--flower-python",
-        metavar="PATH",
-        help="a Python with flwr[simulation] installed; adds Flower to W workloads",
-    )
-    p.add_argument(
-        "--flower-rounds", type=int, default=0, help="Flower's rounds (default: the config's)"
-    )
-    p.add_argument("--flower-repeat", type=int, default=1, help="Flower repetitions (1)")
-    p.add_argument(
-        "--reference-dir",
-        metavar="DIR",
-        help="folder of raw_floor.py / flower_softmax.py (default: ../shared/bench of the repo)",
-    )
-    p.add_argument("--out", default="results/bench", help="output folder (results/bench)")
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="fedsim bench", description=__doc__.splitlines()[0])
-    add_arguments(parser)
-    return run_bench(parser.parse_args(argv))
-
-
-if __name__ == "__main__":
-    sys.exit(main())

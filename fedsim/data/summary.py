@@ -1,4 +1,4 @@
-"""How a dataset is split across clients: sizes, label mixes, ``partition.csv``, a figure.
+"""How a dataset is split across clients: sizes and label mixes per client, as a table.
 
 Used by ``fedsim data`` to inspect a config's partition without training. The summary of a
 lazily generated dataset with very many clients (synthetic devices) covers a seeded sample of
@@ -7,9 +7,7 @@ clients, since counting every client's labels would mean generating all of its d
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -23,7 +21,6 @@ __all__ = [
     "partition_frame",
     "sample_client_ids",
     "summarize_partition",
-    "write_partition_summary",
 ]
 
 DEFAULT_SAMPLE_SIZE = 1000
@@ -153,27 +150,3 @@ def summarize_partition(
         frame=partition_frame(dataset, ids),
         sampled=sampled,
     )
-
-
-def write_partition_summary(
-    summary: PartitionSummary, out_dir: str | Path, formats: Sequence[str] = ("png", "svg")
-) -> list[Path]:
-    """Write ``partition.csv`` and the label-distribution figure (with its CSV); return paths.
-
-    A regression set has no labels: only ``partition.csv`` (client sizes) is written.
-    """
-    # Imported here: matplotlib is needed only when a figure is drawn.
-    from fedsim.analysis.plots import plot_label_distribution, save_figure
-
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    csv = out / "partition.csv"
-    summary.frame.to_csv(csv, index=False)
-    if not summary.num_classes:
-        return [csv]
-    fig, _, data = plot_label_distribution(summary.frame)
-    written = [csv, *save_figure(fig, out, "label_distribution", formats)]
-    data_file = out / "label_distribution.csv"
-    data.to_csv(data_file, index=False)
-    written.append(data_file)
-    return written

@@ -25,6 +25,7 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from fedsim.models.base import Model
+from fedsim.models.scoring import log_softmax
 from fedsim.options import ConfigError, check, each, positive
 from fedsim.registry import MODELS
 
@@ -185,9 +186,7 @@ class Cnn(Model):
         """One client's summed cross-entropy over a chunk of its batch, divided by the whole
         batch's size ``batch``; writes the gradient of that quantity into ``out`` (1, P)."""
         cache = self._forward(params, x, keep=True)
-        z = cache["logits"].astype(np.float64)
-        z -= z.max(axis=2, keepdims=True)
-        logp = z - np.log(np.exp(z).sum(axis=2, keepdims=True))
+        logp = log_softmax(cache["logits"], axis=2)
         picked = np.take_along_axis(logp, y[:, :, None], axis=2)[:, :, 0]
         # d(mean cross-entropy)/d(logits) = (softmax - onehot) / B
         probs = np.exp(logp)

@@ -12,7 +12,7 @@ import math
 
 import numpy as np
 
-__all__ = ["SCORES", "batch_sums", "binary_auc", "finish"]
+__all__ = ["SCORES", "batch_sums", "binary_auc", "finish", "log_softmax"]
 
 #: The keys :func:`finish` returns for each task.
 SCORES = {
@@ -21,14 +21,24 @@ SCORES = {
 }
 
 
+def log_softmax(z: np.ndarray, axis: int = -1) -> np.ndarray:
+    """log softmax(z) along ``axis``, in float64 and shifted by the maximum so exp cannot overflow.
+
+    The cross-entropy of label y is ``-log_softmax(z)[y]``; its gradient with respect to the
+    logits is ``exp(log_softmax(z)) - onehot(y)``.
+    """
+    z = np.array(z, dtype=np.float64)
+    z -= z.max(axis=axis, keepdims=True)
+    return z - np.log(np.exp(z).sum(axis=axis, keepdims=True))
+
+
 def batch_sums(task: str, outputs: np.ndarray, y: np.ndarray) -> dict[str, float]:
     """Sums over one batch: outputs (n, K) logits or (n, 1) predictions, y (n,) labels/targets."""
     z = np.asarray(outputs, dtype=np.float64)
     if task == "regression":
         err = z[:, 0] - np.asarray(y, dtype=np.float64)
         return {"abs": float(np.abs(err).sum()), "sq": float(np.dot(err, err))}
-    z = z - z.max(axis=1, keepdims=True)
-    logp = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+    logp = log_softmax(z, axis=1)
     return {
         "nll": float(-logp[np.arange(len(y)), y].sum()),
         "correct": float((z.argmax(axis=1) == y).sum()),

@@ -37,10 +37,10 @@ import numpy as np
 from fedsim.aggregators.base import PerClientAggregator
 from fedsim.clock import timelines
 from fedsim.config import AsyncConfig
+from fedsim.errors import RunError
 from fedsim.options import ConfigError
 from fedsim.pipeline.base import Pipeline
 from fedsim.rng import Purpose, uniform
-from fedsim.runtime.errors import RunError
 from fedsim.runtime.server import RoundResult, Server
 from fedsim.runtime.work import make_chunks
 from fedsim.strategies.base import Aggregate, Strategy

@@ -11,11 +11,11 @@ import numpy as np
 from threadpoolctl import ThreadpoolController, threadpool_limits
 
 from fedsim.data.base import FederatedDataset
+from fedsim.errors import WorkerFailedError
 from fedsim.memory import keep_freed_memory
 from fedsim.models.base import Model
 from fedsim.models.torch_models import worker_resources
 from fedsim.pipeline.base import Pipeline
-from fedsim.runtime.errors import WorkerFailedError
 from fedsim.runtime.work import Chunk, ChunkResult, TrainSpec, train_chunks
 from fedsim.strategies.base import RoundContext
 

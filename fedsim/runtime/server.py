@@ -18,6 +18,7 @@ from fedsim.aggregators.base import Aggregator, MeanAggregator, PerClientAggrega
 from fedsim.clock import COMPLETED, DROPPED, OUTCOME_NAMES, STRAGGLER, RoundPlan, plan_round
 from fedsim.config import Config
 from fedsim.data.base import FederatedDataset
+from fedsim.errors import DivergedError, RunError
 from fedsim.evaluation import CLIENT_ACC_COLUMNS
 from fedsim.faults import ClientFaults
 from fedsim.models.base import Model
@@ -27,7 +28,6 @@ from fedsim.pipeline.privacy import UNCLIPPED, privacy_pipeline
 from fedsim.population import Population
 from fedsim.privacy.rounds import ClientStep, SecAggCosts, ServerPrivacy
 from fedsim.runtime.client_state import ClientStateStore
-from fedsim.runtime.errors import DivergedError, RunError
 from fedsim.runtime.executors import Executor
 from fedsim.runtime.work import ChunkResult, make_chunks
 from fedsim.strategies.base import Aggregate, RoundContext, Strategy

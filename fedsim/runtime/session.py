@@ -14,11 +14,11 @@ import numpy as np
 from fedsim.aggregators.base import Aggregator
 from fedsim.config import Config
 from fedsim.data import FederatedDataset
+from fedsim.errors import RunError
 from fedsim.models.base import Model
 from fedsim.options import ConfigError
 from fedsim.pipeline.compression import upload_stages
 from fedsim.population import Population
-from fedsim.runtime.errors import RunError
 from fedsim.runtime.executors import LocalExecutor
 from fedsim.runtime.ray_start import ensure_ray
 from fedsim.runtime.server import RoundResult, ServerActor, server_class

@@ -1,4 +1,4 @@
-"""The ``privacy`` subcommand: epsilon of DP-FedAvg, or the noise or rounds a budget allows.
+"""``fedsim privacy``: epsilon of DP-FedAvg, or the noise or rounds a budget allows.
 
 ``fedsim privacy --q Q --noise-multiplier Z --rounds T``  prints epsilon after T rounds;
 ``fedsim privacy --q Q --target-epsilon E --rounds T``    prints the noise multiplier that meets E;
@@ -15,7 +15,7 @@ import math
 from fedsim.options import ConfigError
 
 
-def add_commands(subparsers: argparse._SubParsersAction) -> None:
+def add_command(subparsers: argparse._SubParsersAction) -> None:
     """Register ``privacy`` on the main parser's subparsers."""
     p = subparsers.add_parser(
         "privacy",

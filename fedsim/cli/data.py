@@ -1,14 +1,16 @@
-"""The ``data`` subcommand: summarise how a config splits its dataset across clients."""
+"""``fedsim data``: summarise how a config splits its dataset across clients."""
 
 from __future__ import annotations
 
 import argparse
+from collections.abc import Sequence
 from pathlib import Path
 
-from fedsim.data.summary import DEFAULT_SAMPLE_SIZE
+from fedsim.cli.common import add_set_option
+from fedsim.data.summary import DEFAULT_SAMPLE_SIZE, PartitionSummary
 
 
-def add_commands(subparsers: argparse._SubParsersAction) -> None:
+def add_command(subparsers: argparse._SubParsersAction) -> None:
     """Register ``data`` on the main parser's subparsers."""
     p = subparsers.add_parser(
         "data",
@@ -19,13 +21,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
         "on a seeded sample of clients.",
     )
     p.add_argument("config", help="experiment TOML file")
-    p.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="SECTION.KEY=VALUE",
-        help="override a config value (TOML syntax), repeatable",
-    )
+    add_set_option(p)
     p.add_argument("--out", metavar="DIR", help="output folder (default results/<experiment>-data)")
     p.add_argument(
         "--rows", type=int, default=5, metavar="N", help="table rows to print (default 5)"
@@ -44,7 +40,7 @@ def run_data(args: argparse.Namespace) -> int:
     """Execute ``fedsim data``; return the exit code."""
     from fedsim import config as config_mod
     from fedsim.data import build_dataset
-    from fedsim.data.summary import summarize_partition, write_partition_summary
+    from fedsim.data.summary import summarize_partition
     from fedsim.options import ConfigError
     from fedsim.runner import PARTITION_CSV_LAZY_LIMIT
 
@@ -68,3 +64,27 @@ def run_data(args: argparse.Namespace) -> int:
     for path in written:
         print(f"wrote {path}")
     return 0
+
+
+def write_partition_summary(
+    summary: PartitionSummary, out_dir: str | Path, formats: Sequence[str] = ("png", "svg")
+) -> list[Path]:
+    """Write ``partition.csv`` and the label-distribution figure (with its CSV); return paths.
+
+    A regression set has no labels: only ``partition.csv`` (client sizes) is written.
+    """
+    # Imported here: matplotlib is needed only when a figure is drawn.
+    from fedsim.analysis.plots import plot_label_distribution, save_figure
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    csv = out / "partition.csv"
+    summary.frame.to_csv(csv, index=False)
+    if not summary.num_classes:
+        return [csv]
+    fig, _, data = plot_label_distribution(summary.frame)
+    written = [csv, *save_figure(fig, out, "label_distribution", formats)]
+    data_file = out / "label_distribution.csv"
+    data.to_csv(data_file, index=False)
+    written.append(data_file)
+    return written

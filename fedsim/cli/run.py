@@ -1,18 +1,24 @@
-"""The ``fedsim`` command: run | data | plot | compare."""
+"""``fedsim run``: run an experiment from a TOML file, or resume a run from its checkpoint."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from fedsim.cli.common import add_set_option
 from fedsim.options import ConfigError
 
+if TYPE_CHECKING:
+    from fedsim.runner import RunResult
 
-def _cmd_run(args: argparse.Namespace) -> int:
+
+def run_command(args: argparse.Namespace) -> int:
+    """Execute ``fedsim run``; return the exit code. Config errors raise ConfigError."""
     from fedsim import config as config_mod
+    from fedsim.errors import DivergedError, RunError
     from fedsim.runner import RunInterrupted, default_out_dir, resume, run
-    from fedsim.runtime.errors import DivergedError, RunError
 
     if (args.config is None) == (args.resume is None):
         raise ConfigError("run: give either an experiment file or --resume RUN_DIR")
@@ -54,6 +60,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
         hint = "" if isinstance(err, DivergedError) else f"; resume with: fedsim run --resume {out}"
         print(f"fedsim: error: {err}; records so far are in {out}{hint}", file=sys.stderr)
         return 1
+    return _report(result, out)
+
+
+def _report(result: RunResult, out: Path) -> int:
+    """Print what a finished run did and draw its figures; the exit code (0)."""
     s = result.summary
     if result.unchanged:
         print(f"{out}: the run had already finished ({s['rounds']} rounds); nothing changed")
@@ -86,55 +97,16 @@ def _plot_run(out: Path) -> None:
     plot_runs([out], out / "plots")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="fedsim", description="Simulate federated learning over heterogeneous clients."
-    )
-    sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("run", help="run an experiment from a TOML file")
+def add_command(subparsers: argparse._SubParsersAction) -> None:
+    """Register ``run`` on the main parser's subparsers."""
+    p = subparsers.add_parser("run", help="run an experiment from a TOML file")
     p.add_argument("config", nargs="?", help="experiment TOML file")
     p.add_argument(
         "--resume",
         metavar="RUN_DIR",
         help="continue the run in RUN_DIR from its last checkpoint (instead of CONFIG)",
     )
-    p.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="SECTION.KEY=VALUE",
-        help="override a config value (TOML syntax), repeatable",
-    )
+    add_set_option(p)
     p.add_argument("--out", help="output folder (default results/<experiment>/<run-id>)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
-    p.set_defaults(func=_cmd_run)
-    from fedsim.analysis.commands import add_commands
-
-    add_commands(sub)
-    from fedsim.data.commands import add_commands as add_data_commands
-
-    add_data_commands(sub)
-    from fedsim.bench import add_command as add_bench_command
-
-    add_bench_command(sub)
-    from fedsim.privacy.commands import add_commands as add_privacy
-
-    add_privacy(sub)
-    return parser
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    try:
-        return int(args.func(args) or 0)
-    except ConfigError as err:
-        print(f"fedsim: error: {err}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("fedsim: interrupted", file=sys.stderr)
-        return 130
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    p.set_defaults(func=run_command)
