@@ -46,12 +46,16 @@ class Purpose(IntEnum):
     VERTICAL_SPLIT = 27
     VERTICAL_INIT = 28
     VERTICAL_SHUFFLE = 29
-    STRAGGLER_EPOCHS = 40  # how many epochs a partially working straggler completes
+    # How many epochs a partially working straggler completes. Its value, STRAGGLER + 1000, is
+    # the stream it has always drawn from (committed results depend on it); normal() refuses
+    # STRAGGLER, whose second uniform this stream would be.
+    STRAGGLER_EPOCHS = 1013
 
 
-# normal() keys its second uniform by purpose + this offset; every purpose stays below it, so
-# no purpose's stream is another's second uniform.
+# normal() keys its second uniform by purpose + this offset: a purpose whose offset stream is
+# another purpose's cannot draw normals (normal() raises), so no two draws share a stream.
 NORMAL_OFFSET = 1000
+_VALUES = frozenset(int(p) for p in Purpose)
 
 
 def generator(seed: int, *keys: int) -> np.random.Generator:
@@ -94,6 +98,9 @@ def uniform(seed: int, round_: int, purpose: int, ids: np.ndarray) -> np.ndarray
 
 def normal(seed: int, round_: int, purpose: int, ids: np.ndarray) -> np.ndarray:
     """Standard normal float64, one per client id, keyed like :func:`uniform` (Box-Muller)."""
+    if int(purpose) + NORMAL_OFFSET in _VALUES:
+        taken = Purpose(int(purpose) + NORMAL_OFFSET).name
+        raise ValueError(f"purpose {int(purpose)} cannot draw normals: {taken} uses its stream")
     u1 = uniform(seed, round_, purpose, ids)
     u2 = uniform(seed, round_, purpose + NORMAL_OFFSET, ids)
     return np.sqrt(-2.0 * np.log1p(-u1)) * np.cos(2.0 * np.pi * u2)

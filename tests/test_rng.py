@@ -3,17 +3,24 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from fedsim.privacy.purpose import PrivacyPurpose
 from fedsim.rng import NORMAL_OFFSET, Purpose, normal, uniform
 
 
-def test_every_purpose_has_its_own_value_below_the_normal_offset():
+def test_every_purpose_has_its_own_value_and_normal_never_reuses_another_stream():
     values = [int(p) for p in Purpose] + [int(p) for p in PrivacyPurpose]
     assert len(values) == len(set(values))
-    assert max(values) < NORMAL_OFFSET
-    # So the second uniform of normal() never is another purpose's stream.
-    assert not {v + NORMAL_OFFSET for v in values} & set(values)
+    # The one purpose at an offset stream is the straggler-epochs draw (kept for its results):
+    # normal() refuses the purpose whose second uniform it would be; every other purpose draws.
+    shared = {v for v in values if v + NORMAL_OFFSET in values}
+    assert shared == {int(Purpose.STRAGGLER)}
+    ids = np.arange(10)
+    with pytest.raises(ValueError, match="STRAGGLER_EPOCHS"):
+        normal(0, 1, Purpose.STRAGGLER, ids)
+    for p in set(values) - shared:
+        assert normal(0, 1, p, ids).shape == (10,)
 
 
 def test_normal_draws_from_its_purpose_and_the_offset_stream_only():
@@ -22,5 +29,5 @@ def test_normal_draws_from_its_purpose_and_the_offset_stream_only():
     u2 = uniform(3, 2, Purpose.JITTER + NORMAL_OFFSET, ids)
     expected = np.sqrt(-2.0 * np.log1p(-u1)) * np.cos(2.0 * np.pi * u2)
     np.testing.assert_array_equal(normal(3, 2, Purpose.JITTER, ids), expected)
-    z = normal(3, 2, Purpose.STRAGGLER, ids)
+    z = normal(3, 2, Purpose.DROPOUT, ids)
     assert abs(z.mean()) < 0.1 and abs(z.std() - 1.0) < 0.1
