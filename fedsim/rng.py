@@ -46,6 +46,9 @@ class Purpose(IntEnum):
     VERTICAL_SPLIT = 27
     VERTICAL_INIT = 28
     VERTICAL_SHUFFLE = 29
+    TRANSFER_DATA = 30  # the generated two-party task of a transfer run
+    TRANSFER_INIT = 31
+    TRANSFER_SHUFFLE = 32
 
 
 def generator(seed: int, *keys: int) -> np.random.Generator:

@@ -60,7 +60,7 @@ class Job:
         on_round: Callable[[dict[str, Any]], None] | None,
     ) -> tuple[pd.DataFrame, dict[str, Any], np.ndarray]:
         cfg, seed, t0 = self.cfg, self.experiment.seed, time.perf_counter()
-        profs = costs.profiles(cfg, seed)
+        profs = costs.profiles(cfg.parties, seed)
         ledger = costs.Ledger.of([profs[k] for k in self.order], cfg.mulmod_s)
         recorder = Recorder(out, client_records=False, columns=records.columns(self.names))
         rows = records.Rows(self.names)
@@ -78,7 +78,7 @@ class Job:
         xs_train, xs_test = _standardise(self.table.x, self.cols, train, test)
         y_train, y_test = self.table.y[train].astype(float), self.table.y[test].astype(float)
         model = self._model(self.cols, "federated")
-        bar = _bar(progress, cfg.epochs, self.experiment.name)
+        bar = progress_bar(progress, cfg.epochs, self.experiment.name)
         for epoch in range(1, cfg.epochs + 1):
             loss, sim = self._epoch(model, xs_train, y_train, epoch, ledger)
             sim += self._step_s(ledger, len(y_test), train=False)
@@ -96,14 +96,11 @@ class Job:
 
     def _align(self, ledger: costs.Ledger) -> tuple[np.ndarray, float]:
         """Private set intersection; the aligned rows of the table, in the active party's order."""
-        ids = [self.table.ids[h] for h in self.held]
-        parts = list(zip(self.names, ids, strict=True))
-        idx, transcript = psi.intersect(parts[0], parts[1:])
+        idx, psi_s = align_ids(ledger, self.names, [self.table.ids[h] for h in self.held])
         rows = [h[i] for h, i in zip(self.held, idx, strict=True)]
         if not all(np.array_equal(rows[0], r) for r in rows[1:]):
             raise AssertionError("private set intersection misaligned the parties' rows")
-        sizes = {n: len(i) for n, i in zip(self.names, ids, strict=True)}
-        return rows[0], costs.psi_time(ledger, transcript.messages, sizes, self.names[0])
+        return rows[0], psi_s
 
     def _model(self, cols: list[np.ndarray], variant: str) -> SplitNN | HeteroLR:
         cfg = self.cfg
@@ -168,19 +165,24 @@ class Job:
             "aligned_ids": aligned,
             "psi_sim_time_s": psi_s,
             "psi_bytes": int(frame["cum_bytes"].iloc[0]),
-            "rounds": int(len(frame) - 1),
             "test_auc": float(last["test_auc"]),
-            "final_test_accuracy": float(last["test_accuracy"]),
-            "final_test_loss": float(last["test_loss"]),
-            "sim_time_s": float(last["sim_time_s"]),
-            "bytes_up_total": int(frame["bytes_up"].sum()),
-            "bytes_down_total": int(frame["bytes_down"].sum()),
-            "resumed_from_rounds": [],
+            **records.totals(frame, self.names),
         }
-        for n in self.names:
-            out[f"bytes_{n}_up"] = int(frame[f"bytes_{n}_up"].sum())
-            out[f"bytes_{n}_down"] = int(frame[f"bytes_{n}_down"].sum())
         return out
+
+
+def align_ids(
+    ledger: costs.Ledger, names: list[str], ids: list[np.ndarray]
+) -> tuple[list[np.ndarray], float]:
+    """Private set intersection of the parties' IDs (the active party first).
+
+    Returns, per party, the positions in its own ID list of the shared IDs, all in the same
+    order, and the simulated seconds of the protocol (its bytes are counted in ``ledger``).
+    """
+    parts = list(zip(names, ids, strict=True))
+    idx, transcript = psi.intersect(parts[0], parts[1:])
+    sizes = {n: len(i) for n, i in zip(names, ids, strict=True)}
+    return idx, costs.psi_time(ledger, transcript.messages, sizes, names[0])
 
 
 def _split(rows: np.ndarray, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -202,7 +204,7 @@ def _standardise(x: np.ndarray, cols: list[np.ndarray], train: np.ndarray, test:
     return out_train, out_test
 
 
-def _bar(enabled: bool, total: int, name: str) -> Any:
+def progress_bar(enabled: bool, total: int, name: str) -> Any:
     if not enabled:
         return None
     from tqdm import tqdm

@@ -94,3 +94,21 @@ class Rows:
         for p in self.parties:
             out[f"bytes_{p}_up"], out[f"bytes_{p}_down"] = up[p], down[p]
         return out
+
+
+def totals(frame: pd.DataFrame, parties: list[str]) -> dict[str, Any]:
+    """Summary entries of a run's records: last evaluation, simulated time, bytes per party."""
+    last = frame.iloc[-1]
+    out: dict[str, Any] = {
+        "rounds": int(len(frame) - 1),
+        "final_test_accuracy": float(last["test_accuracy"]),
+        "final_test_loss": float(last["test_loss"]),
+        "sim_time_s": float(last["sim_time_s"]),
+        "bytes_up_total": int(frame["bytes_up"].sum()),
+        "bytes_down_total": int(frame["bytes_down"].sum()),
+        "resumed_from_rounds": [],
+    }
+    for n in parties:
+        out[f"bytes_{n}_up"] = int(frame[f"bytes_{n}_up"].sum())
+        out[f"bytes_{n}_down"] = int(frame[f"bytes_{n}_down"].sum())
+    return out
