@@ -47,10 +47,10 @@ class TransferConfig:
     # The generated task (fedsim/vertical/transfer_data.py): latent factors per sample, the
     # features' noise deviation, and the probability that a label is flipped.
     latent_dim: int = field(default=4, metadata=check(positive))
-    noise: float = field(default=0.3, metadata=check(non_negative))
-    label_flip: float = field(default=0.05, metadata=check(in_range(0, 0.5, hi_open=True)))
+    noise: float = field(default=0.1, metadata=check(non_negative))
+    label_flip: float = field(default=0.15, metadata=check(in_range(0, 0.5, hi_open=True)))
     # Training: epochs over the overlap in minibatches, Adam.
-    epochs: int = field(default=30, metadata=check(positive))
+    epochs: int = field(default=100, metadata=check(positive))
     batch_size: int = field(default=32, metadata=check(positive))
     learning_rate: float = field(default=0.01, metadata=check(positive))
     # Encoders: hidden units, width d of the shared space.
