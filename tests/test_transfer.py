@@ -188,3 +188,51 @@ def test_bad_values_exit_2_with_one_line_and_write_nothing(tmp_path, capsys, tra
     assert err.startswith(f"fedsim: error: {expected}"), err
     assert len(err.splitlines()) == 1
     assert not out.exists()
+
+
+def _to_csv(path: Path, data, labels: bool = True) -> None:
+    frame = pd.DataFrame(data.x, columns=[f"f{j}" for j in range(data.x.shape[1])])
+    frame.insert(0, "id", data.ids)
+    if labels:
+        frame["label"] = (data.y > 0).astype(int)
+    frame.to_csv(path, index=False)
+
+
+def test_parties_read_from_files_give_the_generated_run_exactly(tmp_path):
+    path = _write(tmp_path, "epochs = 3\npsi = false")
+    cfg = build(TransferConfig, {k: int(v) for k, v in SMALL.items()}, "transfer")
+    source, target = generate(cfg, seed=0)
+    _to_csv(tmp_path / "a.csv", source)
+    _to_csv(tmp_path / "b.csv", target)
+    (tmp_path / "f").mkdir()  # file paths are relative to the config's folder
+    files = _write(tmp_path / "f", 'epochs = 3\npsi = false\nsource = { file = "../a.csv" }\n'
+                   'target = { file = "../b.csv" }')  # fmt: skip
+    generated = run(path).rounds.drop(columns="wall_time_s")
+    read = run(files).rounds.drop(columns="wall_time_s")
+    pd.testing.assert_frame_equal(generated, read)
+
+
+@pytest.mark.parametrize(
+    ("transfer", "labels", "expected"),
+    [
+        ('source = { file = "a.csv" }', True, "transfer.target.file: needed too"),
+        ('source = { file = "a.csv" }\ntarget = { file = "nope.csv" }', True,
+         "transfer.target.file: "),
+        ('source = { file = "b.csv" }\ntarget = { file = "a.csv" }', False,
+         "transfer.source.file: "),
+        ('source = { file = "a.csv" }\ntarget = { file = "a.csv" }', True,
+         "transfer.target.file: shares 1540 ids with the source and has 0 of its own"),
+    ],
+)  # fmt: skip
+def test_unusable_party_files_exit_2_naming_the_key(tmp_path, capsys, transfer, labels, expected):
+    cfg = build(TransferConfig, {k: int(v) for k, v in SMALL.items()}, "transfer")
+    source, target = generate(cfg, seed=0)
+    _to_csv(tmp_path / "a.csv", source)
+    _to_csv(tmp_path / "b.csv", target, labels=labels)
+    out = tmp_path / "out"
+    assert cli.main(["run", str(_write(tmp_path, transfer)), "--out", str(out), "-q"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"fedsim: error: {expected}"), err
+    assert len(err.splitlines()) == 1 and not out.exists()
+    if not labels:
+        assert err.endswith("missing column 'label'")

@@ -28,14 +28,14 @@ from fedsim.vertical import costs, records
 from fedsim.vertical.experiment import align_ids, progress_bar
 from fedsim.vertical.ftl import FTL, TargetAlone
 from fedsim.vertical.transfer_config import TransferConfig
-from fedsim.vertical.transfer_data import PartyData, generate, standardise
+from fedsim.vertical.transfer_data import PartyData, party_data, standardise
 
 Options = TransferConfig
 
 
 def prepare(experiment: ExperimentConfig, options: TransferConfig, base_dir: Path | None) -> Job:
-    """Generate the two parties' data (the options are checked when they are built)."""
-    source, target = generate(options, experiment.seed)
+    """The two parties' data, generated or read; ConfigError on files that cannot be used."""
+    source, target = party_data(options, experiment.seed, base_dir)
     return Job(experiment, options, source, target)
 
 

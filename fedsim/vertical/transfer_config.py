@@ -17,6 +17,9 @@ class TransferParty:
     features: int = field(metadata=check(positive))
     speed: Dist = field(default=Dist(value=REFERENCE_SPEED), metadata=_POSITIVE_DIST)
     bandwidth: Dist = field(default=Dist(value=1.25e7), metadata=_POSITIVE_DIST)
+    # A CSV of the party's own people instead of the generated task (both parties or none):
+    # column ``id``, column ``label`` (0/1 or -1/1), every other column a numeric feature.
+    file: str = ""
 
 
 @dataclass(frozen=True)
@@ -70,6 +73,9 @@ class TransferConfig:
         for key, p in (("source", self.source), ("target", self.target)):
             if not p.name or not p.name.replace("_", "").isalnum():
                 return f"{key}.name: {p.name!r} must be letters, digits and '_'"
+        if bool(self.source.file) != bool(self.target.file):
+            missing = "target" if self.source.file else "source"
+            return f"{missing}.file: needed too when the other party's data is a file"
         if self.source.name == self.target.name:
             return f"target.name: both parties are named {self.source.name!r}"
         return None

@@ -14,16 +14,23 @@ split at random into the source-only, overlap and target-only sets; the source h
 labels (source-only and overlap people), the target holds no labels; the target-only
 people's labels are kept for scoring only. Everything is drawn from the seed alone
 (``Purpose.TRANSFER_DATA``).
+
+Instead, each party's people can come from a CSV file (:func:`load`): an ``id`` column, a
+``label`` column and numeric feature columns. The source's labels train; the target's are
+read only to score its target-only people.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
+from fedsim.options import ConfigError, read_csv_input
 from fedsim.rng import Purpose, generator
-from fedsim.vertical.transfer_config import TransferConfig
+from fedsim.vertical.transfer_config import TransferConfig, TransferParty
 
 HIDDEN = 32  # width of the hidden layer of each party's feature map
 
@@ -77,3 +84,45 @@ def standardise(x: np.ndarray) -> np.ndarray:
     mu, sd = x.mean(0), x.std(0)
     sd = np.where(sd == 0, 1.0, sd)
     return (x - mu) / sd
+
+
+def load(party: TransferParty, key: str, base_dir: Path | None) -> PartyData:
+    """One party's people from its CSV file (``key``: the config key naming the file)."""
+    path = Path(party.file)
+    if not path.is_absolute() and base_dir is not None:
+        path = base_dir / path
+    df = read_csv_input(path, key)
+    for col in ("id", "label"):
+        if col not in df.columns:
+            raise ConfigError(f"{key}: {path}: missing column {col!r}")
+    ids = df["id"].astype(str).to_numpy()
+    if len(ids) == 0 or len(set(ids)) != len(ids):
+        raise ConfigError(f"{key}: {path}: the id column must name each person once (and some)")
+    features = [c for c in df.columns if c not in ("id", "label")]
+    if not features:
+        raise ConfigError(f"{key}: {path}: no feature columns besides id and label")
+    x = df[features].apply(pd.to_numeric, errors="coerce").to_numpy(np.float64)
+    if not np.all(np.isfinite(x)):
+        raise ConfigError(f"{key}: {path}: a feature column has a non-numeric or empty value")
+    y = pd.to_numeric(df["label"], errors="coerce").to_numpy(np.float64)
+    values = set(np.unique(y).tolist())
+    if not (values <= {0.0, 1.0} or values <= {-1.0, 1.0}):
+        raise ConfigError(f"{key}: {path}: column 'label' must hold 0/1 or -1/1")
+    return PartyData(ids, x, np.where(y > 0, 1.0, -1.0))
+
+
+def party_data(
+    cfg: TransferConfig, seed: int, base_dir: Path | None
+) -> tuple[PartyData, PartyData]:
+    """The two parties' data: from their files when named, else generated; sizes checked."""
+    if not cfg.source.file:
+        return generate(cfg, seed)
+    source = load(cfg.source, "transfer.source.file", base_dir)
+    target = load(cfg.target, "transfer.target.file", base_dir)
+    shared = len(np.intersect1d(source.ids, target.ids))
+    if shared < 2 or len(target.ids) - shared < 2:
+        raise ConfigError(
+            f"transfer.target.file: shares {shared} ids with the source and has "
+            f"{len(target.ids) - shared} of its own; needs at least 2 of each"
+        )
+    return source, target
