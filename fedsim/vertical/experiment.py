@@ -18,7 +18,6 @@ import numpy as np
 import pandas as pd
 
 from fedsim.config import ExperimentConfig
-from fedsim.metrics import Recorder
 from fedsim.rng import Purpose, generator
 from fedsim.vertical import costs, psi, records
 from fedsim.vertical.config import VerticalConfig
@@ -59,21 +58,13 @@ class Job:
         progress: bool,
         on_round: Callable[[dict[str, Any]], None] | None,
     ) -> tuple[pd.DataFrame, dict[str, Any], np.ndarray]:
-        cfg, seed, t0 = self.cfg, self.experiment.seed, time.perf_counter()
+        cfg, seed = self.cfg, self.experiment.seed
         profs = costs.profiles(cfg.parties, seed)
         ledger = costs.Ledger.of([profs[k] for k in self.order], cfg.mulmod_s)
-        recorder = Recorder(out, client_records=False, columns=records.columns(self.names))
-        rows = records.Rows(self.names)
-
-        def record(round_: int, duration: float, metrics: dict[str, float]) -> None:
-            up, down = ledger.take()
-            row = rows.row(round_, duration, up, down, metrics, time.perf_counter() - t0)
-            recorder.add(row, {})
-            if on_round is not None:
-                on_round(row)
+        log = records.Log(out, self.names, ledger, on_round)
 
         aligned, psi_s = self._align(ledger)
-        record(0, psi_s, {})
+        log.record(0, psi_s, {})
         train, test = _split(aligned, cfg.test_fraction, seed)
         xs_train, xs_test = _standardise(self.table.x, self.cols, train, test)
         y_train, y_test = self.table.y[train].astype(float), self.table.y[test].astype(float)
@@ -83,13 +74,13 @@ class Job:
             loss, sim = self._epoch(model, xs_train, y_train, epoch, ledger)
             sim += self._step_s(ledger, len(y_test), train=False)
             metrics = records.evaluate(model.logits(xs_test), y_test)
-            record(epoch, sim, {"train_loss": loss, **metrics})
+            log.record(epoch, sim, {"train_loss": loss, **metrics})
             if bar is not None:
                 bar.set_postfix_str(f"auc={metrics['test_auc']:.3f}", refresh=False)
                 bar.update(1)
         if bar is not None:
             bar.close()
-        frame = recorder.rounds_frame()
+        frame = log.frame()
         summary = self._summary(frame, len(aligned), psi_s)
         summary.update(self._baselines(xs_train, y_train, xs_test, y_test))
         return frame, summary, model.parameters()

@@ -11,12 +11,15 @@ passive parties sent the active party, ``bytes_down`` what they received from it
 from __future__ import annotations
 
 import math
+import time
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from fedsim.metrics import ROUND_COLUMNS
+from fedsim.metrics import ROUND_COLUMNS, Recorder
 
 
 def columns(parties: list[str]) -> list[str]:
@@ -112,3 +115,29 @@ def totals(frame: pd.DataFrame, parties: list[str]) -> dict[str, Any]:
         out[f"bytes_{n}_up"] = int(frame[f"bytes_{n}_up"].sum())
         out[f"bytes_{n}_down"] = int(frame[f"bytes_{n}_down"].sum())
     return out
+
+
+class Log:
+    """A run's rounds.csv: each row with the bytes the ledger counted since the previous one."""
+
+    def __init__(
+        self,
+        out: Path | None,
+        parties: list[str],
+        ledger: Any,
+        on_round: Callable[[dict[str, Any]], None] | None,
+    ) -> None:
+        """``ledger``: the run's :class:`fedsim.vertical.costs.Ledger`."""
+        self.recorder = Recorder(out, client_records=False, columns=columns(parties))
+        self.rows = Rows(parties)
+        self.ledger, self.on_round, self.t0 = ledger, on_round, time.perf_counter()
+
+    def record(self, round_: int, duration: float, metrics: dict[str, float]) -> None:
+        up, down = self.ledger.take()
+        row = self.rows.row(round_, duration, up, down, metrics, time.perf_counter() - self.t0)
+        self.recorder.add(row, {})
+        if self.on_round is not None:
+            self.on_round(row)
+
+    def frame(self) -> pd.DataFrame:
+        return self.recorder.rounds_frame()

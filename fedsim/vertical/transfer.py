@@ -22,7 +22,6 @@ import numpy as np
 import pandas as pd
 
 from fedsim.config import ExperimentConfig
-from fedsim.metrics import Recorder
 from fedsim.rng import Purpose, generator
 from fedsim.vertical import costs, records
 from fedsim.vertical.experiment import align_ids, progress_bar
@@ -56,20 +55,12 @@ class Job:
         progress: bool,
         on_round: Callable[[dict[str, Any]], None] | None,
     ) -> tuple[pd.DataFrame, dict[str, Any], np.ndarray]:
-        cfg, seed, t0 = self.cfg, self.experiment.seed, time.perf_counter()
+        cfg, seed = self.cfg, self.experiment.seed
         ledger = costs.Ledger.of(costs.profiles(cfg.parties, seed), cfg.mulmod_s)
-        recorder = Recorder(out, client_records=False, columns=records.columns(self.names))
-        rows = records.Rows(self.names)
-
-        def record(round_: int, duration: float, metrics: dict[str, float]) -> None:
-            up, down = ledger.take()
-            row = rows.row(round_, duration, up, down, metrics, time.perf_counter() - t0)
-            recorder.add(row, {})
-            if on_round is not None:
-                on_round(row)
+        log = records.Log(out, self.names, ledger, on_round)
 
         (pos_a, pos_b), psi_s = self._align(ledger)
-        record(0, psi_s, {})
+        log.record(0, psi_s, {})
         x_a, y_a, x_b = standardise(self.source.x), self.source.y, standardise(self.target.x)
         test = np.setdiff1d(np.arange(len(x_b)), pos_b)  # the target-only samples
         x_test, y_test = x_b[test], self.target.y[test] > 0
@@ -83,13 +74,13 @@ class Job:
                 sim += costs.ftl_step_s(ledger, self.names, len(y_a), len(b), cfg.embedding, True)
             sim += costs.ftl_step_s(ledger, self.names, len(y_a), len(test), cfg.embedding, False)
             metrics = records.evaluate(model.scores(model.phi_a(x_a, y_a), x_test), y_test)
-            record(epoch, sim, {"train_loss": loss / len(pos_a), **metrics})
+            log.record(epoch, sim, {"train_loss": loss / len(pos_a), **metrics})
             if bar is not None:
                 bar.set_postfix_str(f"acc={metrics['test_accuracy']:.3f}", refresh=False)
                 bar.update(1)
         if bar is not None:
             bar.close()
-        frame = recorder.rounds_frame()
+        frame = log.frame()
         summary = self._summary(frame, len(pos_a), psi_s)
         summary.update(self._baseline(x_b[pos_b], y_a[pos_a], x_test, y_test))
         return frame, summary, model.parameters()
