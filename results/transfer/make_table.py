@@ -65,7 +65,9 @@ def figure(frame: pd.DataFrame) -> None:
     for col, label in (("ftl_accuracy", "FTL"), ("overlap_only_accuracy", "overlap only")):
         ax.errorbar(means.index, means[col]["mean"], yerr=means[col]["std"], marker="o",
                     capsize=3, label=label)  # fmt: skip
+    ax.axhline(0.85, color="grey", linestyle="--", linewidth=1, label="ceiling (15% flipped)")
     ax.set_xscale("log")
+    ax.minorticks_off()
     ax.set_xticks(means.index, [str(v) for v in means.index])
     ax.set_xlabel("overlap (shared samples, labelled by the source)")
     ax.set_ylabel("target-only test accuracy")
