@@ -170,7 +170,10 @@ def _dist_in(lo: float, hi: float, *, hi_open: bool = False, lo_open: bool = Fal
 #: Experiment kinds beside horizontal FL (the default): kind -> module that runs it. The kind's
 #: settings are the section named like it (``[vertical]``), validated by that module's
 #: ``Options`` when the run starts; the module is imported only then, by the runner.
-KIND_MODULES: dict[str, str] = {"vertical": "fedsim.vertical.experiment"}
+KIND_MODULES: dict[str, str] = {
+    "vertical": "fedsim.vertical.experiment",
+    "transfer": "fedsim.vertical.transfer",
+}
 HORIZONTAL = "horizontal"
 
 

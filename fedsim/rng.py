@@ -46,6 +46,9 @@ class Purpose(IntEnum):
     VERTICAL_SPLIT = 27
     VERTICAL_INIT = 28
     VERTICAL_SHUFFLE = 29
+    TRANSFER_DATA = 30  # the generated two-party task of a transfer run
+    TRANSFER_INIT = 31
+    TRANSFER_SHUFFLE = 32
     # How many epochs a partially working straggler completes. Its value, STRAGGLER + 1000, is
     # the stream it has always drawn from (committed results depend on it); normal() refuses
     # STRAGGLER, whose second uniform this stream would be.

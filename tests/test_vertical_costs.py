@@ -21,7 +21,7 @@ def _ledger(bandwidth: float = 1e6) -> costs.Ledger:
     parties = [dict(p) for p in PARTIES]
     parties[1]["bandwidth"] = bandwidth
     cfg = build(VerticalConfig, {"parties": parties}, "vertical")
-    return costs.Ledger.of(costs.profiles(cfg, seed=4), cfg.mulmod_s)
+    return costs.Ledger.of(costs.profiles(cfg.parties, seed=4), cfg.mulmod_s)
 
 
 def test_auc_equals_the_share_of_correctly_ordered_pairs_with_ties_half():

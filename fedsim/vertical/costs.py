@@ -11,13 +11,15 @@ measured: a 320-bit exponent mod a 2048-bit prime took 0.44 ms with GMP. A trans
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
 from fedsim.config import Dist
 from fedsim.rng import Purpose, generator
-from fedsim.vertical.config import REFERENCE_SPEED, VerticalConfig
+from fedsim.vertical.config import REFERENCE_SPEED
 from fedsim.vertical.psi import EXPONENT_BITS, Message
 
 
@@ -37,10 +39,13 @@ class Profile:
     bandwidth: float  # bytes/s, each way
 
 
-def profiles(cfg: VerticalConfig, seed: int) -> list[Profile]:
-    """Each party's speed and bandwidth, drawn from its distributions (keyed by its index)."""
+def profiles(parties: Sequence[Any], seed: int) -> list[Profile]:
+    """Each party's speed and bandwidth, drawn from its distributions (keyed by its index).
+
+    ``parties``: objects with ``name``, ``speed`` and ``bandwidth`` (party configs).
+    """
     out = []
-    for k, p in enumerate(cfg.parties):
+    for k, p in enumerate(parties):
         rng = generator(seed, Purpose.PARTY_PROFILE, k)
         out.append(Profile(p.name, draw(p.speed, rng), draw(p.bandwidth, rng)))
     return out
@@ -163,3 +168,24 @@ def hetero_lr_step_s(
     )
     back = max(ledger.send(active, n, d * pt_bytes) for n, d in zip(passive, dims[1:], strict=True))
     return partial + enc + max(work) + dec + back
+
+
+def ftl_step_s(
+    ledger: Ledger, names: list[str], n_source: int, batch: int, emb: int, train: bool
+) -> float:
+    """One federated-transfer minibatch, or (``train=False``) scoring ``batch`` target samples.
+
+    ``names``: source, target. Training: the target encodes the batch and sends ``u^B`` while
+    the source encodes all its ``n_source`` samples (for ``Phi_A``); the source returns
+    ``dL/du^B``; both back-propagate. Scoring: the source encodes its samples and sends
+    ``Phi_A`` while the target encodes its samples. A forward pass is half a sample's work,
+    a backward pass the other half; vectors travel as float32.
+    """
+    source, target = names
+    nbytes = batch * emb * 4
+    fwd_a = 0.5 * ledger.compute_s(source, n_source)
+    fwd_b = 0.5 * ledger.compute_s(target, batch)
+    if not train:
+        return max(fwd_a + ledger.send(source, target, emb * 4), fwd_b)
+    t = max(fwd_b + ledger.send(target, source, nbytes), fwd_a)
+    return t + ledger.send(source, target, nbytes) + max(fwd_a, fwd_b)

@@ -18,7 +18,6 @@ import numpy as np
 import pandas as pd
 
 from fedsim.config import ExperimentConfig
-from fedsim.metrics import Recorder
 from fedsim.rng import Purpose, generator
 from fedsim.vertical import costs, psi, records
 from fedsim.vertical.config import VerticalConfig
@@ -59,51 +58,40 @@ class Job:
         progress: bool,
         on_round: Callable[[dict[str, Any]], None] | None,
     ) -> tuple[pd.DataFrame, dict[str, Any], np.ndarray]:
-        cfg, seed, t0 = self.cfg, self.experiment.seed, time.perf_counter()
-        profs = costs.profiles(cfg, seed)
+        cfg, seed = self.cfg, self.experiment.seed
+        profs = costs.profiles(cfg.parties, seed)
         ledger = costs.Ledger.of([profs[k] for k in self.order], cfg.mulmod_s)
-        recorder = Recorder(out, client_records=False, columns=records.columns(self.names))
-        rows = records.Rows(self.names)
-
-        def record(round_: int, duration: float, metrics: dict[str, float]) -> None:
-            up, down = ledger.take()
-            row = rows.row(round_, duration, up, down, metrics, time.perf_counter() - t0)
-            recorder.add(row, {})
-            if on_round is not None:
-                on_round(row)
+        log = records.Log(out, self.names, ledger, on_round)
 
         aligned, psi_s = self._align(ledger)
-        record(0, psi_s, {})
+        log.record(0, psi_s, {})
         train, test = _split(aligned, cfg.test_fraction, seed)
         xs_train, xs_test = _standardise(self.table.x, self.cols, train, test)
         y_train, y_test = self.table.y[train].astype(float), self.table.y[test].astype(float)
         model = self._model(self.cols, "federated")
-        bar = _bar(progress, cfg.epochs, self.experiment.name)
+        bar = progress_bar(progress, cfg.epochs, self.experiment.name)
         for epoch in range(1, cfg.epochs + 1):
             loss, sim = self._epoch(model, xs_train, y_train, epoch, ledger)
             sim += self._step_s(ledger, len(y_test), train=False)
             metrics = records.evaluate(model.logits(xs_test), y_test)
-            record(epoch, sim, {"train_loss": loss, **metrics})
+            log.record(epoch, sim, {"train_loss": loss, **metrics})
             if bar is not None:
                 bar.set_postfix_str(f"auc={metrics['test_auc']:.3f}", refresh=False)
                 bar.update(1)
         if bar is not None:
             bar.close()
-        frame = recorder.rounds_frame()
+        frame = log.frame()
         summary = self._summary(frame, len(aligned), psi_s)
         summary.update(self._baselines(xs_train, y_train, xs_test, y_test))
         return frame, summary, model.parameters()
 
     def _align(self, ledger: costs.Ledger) -> tuple[np.ndarray, float]:
         """Private set intersection; the aligned rows of the table, in the active party's order."""
-        ids = [self.table.ids[h] for h in self.held]
-        parts = list(zip(self.names, ids, strict=True))
-        idx, transcript = psi.intersect(parts[0], parts[1:])
+        idx, psi_s = align_ids(ledger, self.names, [self.table.ids[h] for h in self.held])
         rows = [h[i] for h, i in zip(self.held, idx, strict=True)]
         if not all(np.array_equal(rows[0], r) for r in rows[1:]):
             raise AssertionError("private set intersection misaligned the parties' rows")
-        sizes = {n: len(i) for n, i in zip(self.names, ids, strict=True)}
-        return rows[0], costs.psi_time(ledger, transcript.messages, sizes, self.names[0])
+        return rows[0], psi_s
 
     def _model(self, cols: list[np.ndarray], variant: str) -> SplitNN | HeteroLR:
         cfg = self.cfg
@@ -168,19 +156,24 @@ class Job:
             "aligned_ids": aligned,
             "psi_sim_time_s": psi_s,
             "psi_bytes": int(frame["cum_bytes"].iloc[0]),
-            "rounds": int(len(frame) - 1),
             "test_auc": float(last["test_auc"]),
-            "final_test_accuracy": float(last["test_accuracy"]),
-            "final_test_loss": float(last["test_loss"]),
-            "sim_time_s": float(last["sim_time_s"]),
-            "bytes_up_total": int(frame["bytes_up"].sum()),
-            "bytes_down_total": int(frame["bytes_down"].sum()),
-            "resumed_from_rounds": [],
+            **records.totals(frame, self.names),
         }
-        for n in self.names:
-            out[f"bytes_{n}_up"] = int(frame[f"bytes_{n}_up"].sum())
-            out[f"bytes_{n}_down"] = int(frame[f"bytes_{n}_down"].sum())
         return out
+
+
+def align_ids(
+    ledger: costs.Ledger, names: list[str], ids: list[np.ndarray]
+) -> tuple[list[np.ndarray], float]:
+    """Private set intersection of the parties' IDs (the active party first).
+
+    Returns, per party, the positions in its own ID list of the shared IDs, all in the same
+    order, and the simulated seconds of the protocol (its bytes are counted in ``ledger``).
+    """
+    parts = list(zip(names, ids, strict=True))
+    idx, transcript = psi.intersect(parts[0], parts[1:])
+    sizes = {n: len(i) for n, i in zip(names, ids, strict=True)}
+    return idx, costs.psi_time(ledger, transcript.messages, sizes, names[0])
 
 
 def _split(rows: np.ndarray, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -202,7 +195,7 @@ def _standardise(x: np.ndarray, cols: list[np.ndarray], train: np.ndarray, test:
     return out_train, out_test
 
 
-def _bar(enabled: bool, total: int, name: str) -> Any:
+def progress_bar(enabled: bool, total: int, name: str) -> Any:
     if not enabled:
         return None
     from tqdm import tqdm

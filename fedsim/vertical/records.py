@@ -11,12 +11,15 @@ passive parties sent the active party, ``bytes_down`` what they received from it
 from __future__ import annotations
 
 import math
+import time
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from fedsim.metrics import ROUND_COLUMNS
+from fedsim.metrics import ROUND_COLUMNS, Recorder
 
 
 def columns(parties: list[str]) -> list[str]:
@@ -94,3 +97,47 @@ class Rows:
         for p in self.parties:
             out[f"bytes_{p}_up"], out[f"bytes_{p}_down"] = up[p], down[p]
         return out
+
+
+def totals(frame: pd.DataFrame, parties: list[str]) -> dict[str, Any]:
+    """Summary entries of a run's records: last evaluation, simulated time, bytes per party."""
+    last = frame.iloc[-1]
+    out: dict[str, Any] = {
+        "rounds": int(len(frame) - 1),
+        "final_test_accuracy": float(last["test_accuracy"]),
+        "final_test_loss": float(last["test_loss"]),
+        "sim_time_s": float(last["sim_time_s"]),
+        "bytes_up_total": int(frame["bytes_up"].sum()),
+        "bytes_down_total": int(frame["bytes_down"].sum()),
+        "resumed_from_rounds": [],
+    }
+    for n in parties:
+        out[f"bytes_{n}_up"] = int(frame[f"bytes_{n}_up"].sum())
+        out[f"bytes_{n}_down"] = int(frame[f"bytes_{n}_down"].sum())
+    return out
+
+
+class Log:
+    """A run's rounds.csv: each row with the bytes the ledger counted since the previous one."""
+
+    def __init__(
+        self,
+        out: Path | None,
+        parties: list[str],
+        ledger: Any,
+        on_round: Callable[[dict[str, Any]], None] | None,
+    ) -> None:
+        """``ledger``: the run's :class:`fedsim.vertical.costs.Ledger`."""
+        self.recorder = Recorder(out, client_records=False, columns=columns(parties))
+        self.rows = Rows(parties)
+        self.ledger, self.on_round, self.t0 = ledger, on_round, time.perf_counter()
+
+    def record(self, round_: int, duration: float, metrics: dict[str, float]) -> None:
+        up, down = self.ledger.take()
+        row = self.rows.row(round_, duration, up, down, metrics, time.perf_counter() - self.t0)
+        self.recorder.add(row, {})
+        if self.on_round is not None:
+            self.on_round(row)
+
+    def frame(self) -> pd.DataFrame:
+        return self.recorder.rounds_frame()
