@@ -46,6 +46,7 @@ class Purpose(IntEnum):
     VERTICAL_SPLIT = 27
     VERTICAL_INIT = 28
     VERTICAL_SHUFFLE = 29
+    SELECT_BY_SAMPLES = 50  # server.sampling = 'by_samples': draws with replacement
 
 
 def generator(seed: int, *keys: int) -> np.random.Generator:
