@@ -6,8 +6,9 @@ uniformly, models averaged by sample count, as the authors' public code does) an
 the paper's Algorithms 1 and 2 (devices drawn with replacement with probability n_k / n, models
 averaged uniformly). Runs already finished (their summary.json exists) are skipped.
 
-Usage: python experiments/fedprox2020/stragglers90.py [--seeds 10]
+Usage: python experiments/fedprox2020/stragglers90.py [--seeds 10] [--schemes uniform by_samples]
                                                       [--out results/fedprox2020/stragglers90]
+The tables cover every finished run under --out.
 """
 
 from __future__ import annotations
@@ -46,15 +47,13 @@ def folder(out: Path, scheme: str, method: str, seed: int) -> Path:
     return out / "runs" / scheme / f"{name}-seed{seed}"
 
 
-def run_all(out: Path, seeds: int) -> list[dict]:
+def run_all(out: Path, seeds: int, schemes: list[str]) -> None:
     import fedsim
 
-    keys = []
     for seed in range(seeds):
-        for scheme, s_over in SCHEMES.items():
+        for scheme in schemes:
+            s_over = SCHEMES[scheme]
             for method, m_over in METHODS.items():
-                key = {"sampling": scheme, "method": method, "seed": seed}
-                keys.append(key)
                 d = folder(out, scheme, method, seed)
                 if (d / "summary.json").exists():
                     continue
@@ -65,6 +64,16 @@ def run_all(out: Path, seeds: int) -> list[dict]:
                            out_dir=d)  # fmt: skip
                 acc = json.loads((d / "summary.json").read_text())["final_test_accuracy"]
                 print(f"{d}: {acc:.3f} in {time.perf_counter() - t0:.0f} s", flush=True)
+
+
+def finished(out: Path) -> list[dict]:
+    """Every finished run under ``out``, whatever command made it (seeds may differ by scheme)."""
+    keys = []
+    for scheme in SCHEMES:
+        for method in METHODS:
+            for seed in range(1000):
+                if (folder(out, scheme, method, seed) / "summary.json").exists():
+                    keys.append({"sampling": scheme, "method": method, "seed": seed})
     return keys
 
 
@@ -87,6 +96,7 @@ def tables(out: Path, keys: list[dict]) -> str:
         )
     runs = pd.DataFrame(rows)
     runs.to_csv(out / "runs.csv", index=False, float_format="%.4f")
+    curves(out, runs)
     wide = runs.pivot_table(
         index=["sampling", "seed"],
         columns="method",
@@ -102,7 +112,7 @@ def tables(out: Path, keys: list[dict]) -> str:
     )
     gaps["gap_final"] = gaps["fedprox_final"] - gaps["fedavg_final"]
     gaps["gap_last10"] = gaps["fedprox_last10"] - gaps["fedavg_last10"]
-    gaps = gaps.reset_index()
+    gaps = gaps.dropna().reset_index()  # seeds with both methods only
     gaps.to_csv(out / "per_seed.csv", index=False, float_format="%.4f")
     stats = gaps.drop(columns="seed").groupby("sampling", sort=False)
     summary = stats.agg(["mean", "std", "min", "max"])
@@ -133,15 +143,33 @@ def tables(out: Path, keys: list[dict]) -> str:
     return text
 
 
+def curves(out: Path, runs: pd.DataFrame) -> None:
+    """Per round, mean / min / max test accuracy over seeds (run folders keep only summaries)."""
+    frames = [
+        pd.read_csv(out / r["run"] / "rounds.csv")[["round", "test_accuracy"]].assign(
+            sampling=r["sampling"], method=r["method"]
+        )
+        for _, r in runs.iterrows()
+    ]
+    stats = (
+        pd.concat(frames)
+        .groupby(["sampling", "method", "round"], sort=False)["test_accuracy"]
+        .agg(["mean", "min", "max"])
+    )
+    stats.columns = [f"test_accuracy_{c}" for c in stats.columns]
+    stats.reset_index().to_csv(out / "curves.csv", index=False, float_format="%.4f")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=10)
+    parser.add_argument("--schemes", nargs="+", choices=list(SCHEMES), default=list(SCHEMES))
     parser.add_argument("--out", default="results/fedprox2020/stragglers90")
     args = parser.parse_args()
     out = Path(args.out)
     t0 = time.perf_counter()
-    keys = run_all(out, args.seeds)
-    print(tables(out, keys))
+    run_all(out, args.seeds, args.schemes)
+    print(tables(out, finished(out)))
     print(f"total {time.perf_counter() - t0:.0f} s", file=sys.stderr)
     return 0
 
