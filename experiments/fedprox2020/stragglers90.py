@@ -84,6 +84,9 @@ def tables(out: Path, keys: list[dict]) -> str:
         acc = pd.read_csv(d / "rounds.csv")["test_accuracy"].to_numpy()
         clients = pd.read_csv(d / "clients.csv")
         last = clients[(clients["round"] == len(acc)) & (clients["epochs_done"] > 0)]
+        sizes = pd.read_csv(d / "partition.csv").set_index("client_id")["num_samples"]
+        top = sizes.index[sizes >= sizes.quantile(0.9)]  # the largest 10% of the devices
+        done = clients[clients["outcome"] == "completed"]
         rows.append(
             {
                 **key,
@@ -91,6 +94,9 @@ def tables(out: Path, keys: list[dict]) -> str:
                 f"last{LAST}_mean_accuracy": acc[-LAST:].mean(),
                 # FedAvg's last model is its one contributor's: how much data it trained on
                 "last_round_trained_samples": int(last["num_samples"].sum()),
+                # share of the rounds' completing devices among the largest 10% of devices
+                "completed_in_top10pct": done["client_id"].isin(top).mean(),
+                "top10pct_data_share": sizes[top].sum() / sizes.sum(),
                 "run": str(d.relative_to(out)),
             }
         )
@@ -139,8 +145,23 @@ def tables(out: Path, keys: list[dict]) -> str:
             f"| {r['gap_last10_mean'] * 100:+.1f} ± {r['gap_last10_std'] * 100:.1f} |"
         )
     text = "\n".join(lines) + "\n"
+    text += paired(gaps)
     (out / "summary.md").write_text(text)
     return text
+
+
+def paired(gaps: pd.DataFrame) -> str:
+    """The two schemes' gaps on the seeds both ran: mean difference and a paired t-test."""
+    wide = gaps.pivot(index="seed", columns="sampling", values="gap_final").dropna()
+    if len(SCHEMES) != wide.shape[1] or len(wide) < 2:
+        return ""
+    diff = wide["uniform"] - wide["by_samples"]
+    p = scipy_stats.ttest_1samp(diff, 0.0).pvalue
+    return (
+        f"\nOn the {len(diff)} seeds both schemes ran, the gap under uniform sampling minus the "
+        f"gap under by_samples: {diff.mean() * 100:+.1f} ± {diff.std() * 100:.1f} points "
+        f"(paired t-test p = {p:.2f}).\n"
+    )
 
 
 def curves(out: Path, runs: pd.DataFrame) -> None:
