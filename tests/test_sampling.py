@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import math
+import tomllib
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -169,3 +172,27 @@ def test_bad_sampling_settings_exit_2_with_one_line(tmp_path, capsys, overrides,
     assert len(err.splitlines()) == 1, err
     assert expected in err and "Traceback" not in err
     assert not out.exists()
+
+
+def test_iterative_process_refuses_to_sample_by_samples(tmp_path) -> None:
+    from fedsim import learning
+    from fedsim.learning import SGD
+
+    path = write(tmp_path / "exp.toml", SMALL)
+    raw = tomllib.loads(SMALL)
+    server = {k: v for k, v in raw["server"].items() if k != "rounds"}
+    process = learning.build_weighted_fed_avg(
+        "softmax",
+        SGD(learning_rate=0.05),
+        ("sgd", {"learning_rate": 1.0}),
+        data=fedsim.data.load(path),
+        population=raw["population"],
+        server={**server, "deadline_s": math.inf, "sampling": "by_samples"},
+        training={"local_epochs": 1, "batch_size": 10},
+        seed=raw["experiment"]["seed"],
+    )
+    try:
+        with pytest.raises(ValueError, match="server.sampling: 'by_samples' draws with"):
+            process.sample_clients(process.initialize())
+    finally:
+        process.close()
