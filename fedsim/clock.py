@@ -124,8 +124,13 @@ def plan_round(
     model_bytes: int,
     update_bytes: int,
     straggler_fraction: float = 0.0,
+    draws: np.ndarray | None = None,
 ) -> RoundPlan:
-    """Decide every selected client's timeline and outcome for one round."""
+    """Decide every selected client's timeline and outcome for one round.
+
+    ``draws`` (sampling with replacement): how often each client was drawn; the straggler
+    fraction then counts draws (a client drawn twice is two of the cohort's places).
+    """
     seed = population.seed
     ids = np.asarray(ids, dtype=np.int64)
     n = np.asarray(num_samples, dtype=np.int64)
@@ -150,6 +155,7 @@ def plan_round(
             straggler_fraction=straggler_fraction,
             model_bytes=model_bytes,
             update_bytes=update_bytes,
+            draws=draws,
         )
 
     outcome = np.full(len(ids), STRAGGLER, dtype=np.int8)
@@ -227,12 +233,17 @@ def _plan_fraction_stragglers(
     straggler_fraction: float,
     model_bytes: int,
     update_bytes: int,
+    draws: np.ndarray | None = None,
 ) -> RoundPlan:
     """Li et al. 2020's systems heterogeneity: a fixed fraction of the cohort straggles."""
     alive = np.flatnonzero(~dropped)
-    num_stragglers = min(len(alive), int(round(straggler_fraction * len(ids))))
     pick = uniform(seed, round_, Purpose.STRAGGLER, ids[alive])
-    straggling = alive[np.lexsort((ids[alive], pick))[:num_stragglers]]
+    order = alive[np.lexsort((ids[alive], pick))]
+    if draws is None:
+        num_stragglers = min(len(alive), int(round(straggler_fraction * len(ids))))
+        straggling = order[:num_stragglers]
+    else:
+        straggling = _straggling_draws(order, draws, straggler_fraction)
     u = uniform(seed, round_, Purpose.STRAGGLER_EPOCHS, ids)
     partial_epochs = 1 + np.floor(u * max(local_epochs - 1, 1)).astype(np.int64)
     partial_epochs = np.minimum(partial_epochs, max(local_epochs - 1, 1))
@@ -269,6 +280,21 @@ def _plan_fraction_stragglers(
         model_bytes,
         update_bytes,
     )
+
+
+def _straggling_draws(order: np.ndarray, draws: np.ndarray, fraction: float) -> np.ndarray:
+    """Whole clients, in ``order``, that straggle while their draws fit in the fraction.
+
+    A client drawn m times takes m of the cohort's places. At least ``len - target`` draws
+    complete: with 90% of 10 draws, the completing clients hold one draw or a few more.
+    """
+    target = int(round(fraction * int(draws.sum())))
+    taken, chosen = 0, []
+    for k in order:
+        if taken + int(draws[k]) <= target:
+            chosen.append(k)
+            taken += int(draws[k])
+    return np.asarray(chosen, dtype=np.int64)
 
 
 def _plan(

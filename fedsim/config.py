@@ -287,6 +287,12 @@ class ServerConfig:
     mode: Literal["sync", "async"] = "sync"
     rounds: int = field(default=10, metadata=check(positive))
     clients_per_round: int = field(default=10, metadata=check(positive))
+    # Who is drawn: "uniform" (distinct clients, equally likely) or "by_samples" (with
+    # replacement, probability n_k / n, Li et al. 2020's Algorithms 1-2).
+    sampling: Literal["uniform", "by_samples"] = "uniform"
+    # How contributions are averaged: "samples" (weight n_k) or "uniform" (simple mean; a
+    # client drawn twice counts twice).
+    weighting: Literal["samples", "uniform"] = "samples"
     over_selection: float = field(default=1.0, metadata=check(at_least(1.0), finite))
     deadline_s: float = field(default=math.inf, metadata=check(positive))
     straggler_policy: Literal["drop", "partial"] = "drop"
@@ -548,6 +554,7 @@ def _cross_check(cfg: Config) -> None:
     )
     if cfg.server.mode == "async":
         _check_async(cfg)
+    _check_sampling(cfg)
     _check_compression(cfg)
 
 
@@ -568,6 +575,27 @@ def _check_async(cfg: Config) -> None:
             f"async.concurrency: must be <= population.num_clients "
             f"({cfg.population.num_clients}), got {cfg.async_.concurrency}"
         )
+
+
+def _check_sampling(cfg: Config) -> None:
+    """Sampling and weighting other than the defaults: synchronous rounds without DP only."""
+    srv, p = cfg.server, cfg.privacy
+    for key, value, default in (
+        ("sampling", srv.sampling, "uniform"),
+        ("weighting", srv.weighting, "samples"),
+    ):
+        if value == default:
+            continue
+        if srv.mode == "async":
+            raise ConfigError(
+                f"server.{key}: {value!r} is for synchronous rounds; async mode draws and "
+                f"weighs its own way (use server.{key} = {default!r})"
+            )
+        if p.enabled or p.secure_aggregation:
+            raise ConfigError(
+                f"server.{key}: {value!r} cannot combine with [privacy] (DP samples by Poisson "
+                f"and weighs every client 1; use server.{key} = {default!r})"
+            )
 
 
 def _check_compression(cfg: Config) -> None:

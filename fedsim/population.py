@@ -197,6 +197,26 @@ class Population:
             online = rng.permutation(online_all)
         return np.sort(online[:count])
 
+    def select_by_samples(
+        self, round_: int, t: float, count: int, sizes: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """``count`` draws with replacement among online clients, probability n_k / n.
+
+        Returns the distinct clients drawn, sorted by id, and how often each was drawn. The
+        probabilities need every client's sample count, so this costs the population's size.
+        """
+        n = self.num_clients
+        everyone = np.arange(n)
+        if self.cfg.availability != "always":
+            everyone = everyone[self.is_online(everyone, round_, t)]
+        weight = np.asarray(sizes, dtype=np.float64)[everyone]
+        if len(everyone) == 0 or weight.sum() <= 0:
+            return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64)
+        rng = generator(self.seed, Purpose.SELECT_BY_SAMPLES, round_)
+        drawn = rng.choice(everyone, size=count, replace=True, p=weight / weight.sum())
+        ids, draws = np.unique(drawn, return_counts=True)
+        return ids.astype(np.int64), draws.astype(np.int64)
+
     def _online_fraction_estimate(self) -> float:
         if self.cfg.availability == "bernoulli":
             return float(np.mean(self.online_probability[: min(self.num_clients, 10_000)]))

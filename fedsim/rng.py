@@ -49,6 +49,7 @@ class Purpose(IntEnum):
     TRANSFER_DATA = 30  # the generated two-party task of a transfer run
     TRANSFER_INIT = 31
     TRANSFER_SHUFFLE = 32
+    SELECT_BY_SAMPLES = 50  # server.sampling = 'by_samples': draws with replacement
     # How many epochs a partially working straggler completes. Its value, STRAGGLER + 1000, is
     # the stream it has always drawn from (committed results depend on it); normal() refuses
     # STRAGGLER, whose second uniform this stream would be.

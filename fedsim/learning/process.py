@@ -106,8 +106,15 @@ class IterativeProcess:
         """``count`` online clients drawn for the state's next round, as ``fedsim run`` would.
 
         The default count is the configured cohort, ``ceil(over_selection * clients_per_round)``.
+        ``server.sampling = "by_samples"`` is refused: its draws repeat clients, and a cohort
+        given to :meth:`next` is a set of distinct clients, each counted once.
         """
         srv = self.cfg.server
+        if srv.sampling != "uniform":
+            raise ValueError(
+                f"server.sampling: {srv.sampling!r} draws with replacement; the iterative process "
+                "takes distinct cohorts (draw them yourself, or use fedsim run)"
+            )
         if count is None:
             count = math.ceil(srv.over_selection * srv.clients_per_round)
         return self.population.select(state.round + 1, state.sim_time_s, count)

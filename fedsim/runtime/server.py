@@ -51,6 +51,7 @@ class _Round:
     r: int
     ids: np.ndarray
     plan: RoundPlan
+    draws: np.ndarray | None = None  # times each client was drawn (sampling with replacement)
     step: ClientStep | None = None
     costs: SecAggCosts | None = None
     client_loss: np.ndarray = field(default_factory=lambda: np.empty(0))
@@ -135,7 +136,8 @@ class Server:
         """
         t0 = time.perf_counter()
         r = self.round + 1
-        rnd = self._plan(r, self._select(r) if cohort is None else cohort)
+        ids, draws = self._select(r) if cohort is None else (cohort, None)
+        rnd = self._plan(r, ids, draws)
         rnd.context = context
         rnd.times["server_s"] = time.perf_counter() - t0
         if not rnd.failed:
@@ -160,15 +162,30 @@ class Server:
 
     # -- the stages ----------------------------------------------------------------------
 
-    def _select(self, r: int) -> np.ndarray:
-        """The round's cohort: a Poisson sample under DP, else over-selection of K."""
+    def _select(self, r: int) -> tuple[np.ndarray, np.ndarray | None]:
+        """The round's cohort and how often each was drawn (None: once each).
+
+        A Poisson sample under DP, else over-selection of K: distinct clients drawn uniformly,
+        or (``server.sampling = "by_samples"``) draws with replacement, probability n_k / n.
+        """
         srv = self.cfg.server
         if self.privacy is not None and self.privacy.dp:
-            return self.privacy.select(self.population, r, self.sim_time_s)
+            return self.privacy.select(self.population, r, self.sim_time_s), None
         cohort = math.ceil(srv.over_selection * srv.clients_per_round)
-        return self.population.select(r, self.sim_time_s, cohort)
+        if srv.sampling == "by_samples":
+            return self.population.select_by_samples(r, self.sim_time_s, cohort, self.sizes)
+        return self.population.select(r, self.sim_time_s, cohort), None
 
-    def _plan(self, r: int, ids: np.ndarray) -> _Round:
+    def _agg_weights(self, rnd: _Round, mask: np.ndarray) -> np.ndarray | None:
+        """The contributors' aggregation weights; None: their sample counts (the default)."""
+        srv, plan = self.cfg.server, rnd.plan
+        if srv.weighting == "samples" and rnd.draws is None:
+            return None
+        per_draw = plan.num_samples if srv.weighting == "samples" else np.ones_like(plan.ids)
+        draws = np.ones_like(plan.ids) if rnd.draws is None else rnd.draws
+        return (per_draw * draws)[mask]
+
+    def _plan(self, r: int, ids: np.ndarray, draws: np.ndarray | None = None) -> _Round:
         """Every selected client's timeline (clock.py), and the privacy step of the round."""
         cfg, srv = self.cfg, self.cfg.server
         dp = self.privacy is not None and self.privacy.dp
@@ -186,8 +203,9 @@ class Server:
             model_bytes=self.download_bytes,
             update_bytes=self.upload_bytes,
             straggler_fraction=srv.straggler_fraction,
+            draws=draws,
         )
-        rnd = _Round(r, ids, plan)
+        rnd = _Round(r, ids, plan, draws)
         rnd.client_loss = np.full(len(ids), np.nan)
         rnd.rejected = np.zeros(len(ids), dtype=bool)
         if self.privacy is not None:
@@ -203,7 +221,11 @@ class Server:
         """Train the contributors in chunks on the executor; store their new client state."""
         plan, mask = rnd.plan, rnd.plan.contributes
         chunks = make_chunks(
-            plan.ids[mask], plan.num_samples[mask], plan.epochs_done[mask], self.cfg.runtime.chunks
+            plan.ids[mask],
+            plan.num_samples[mask],
+            plan.epochs_done[mask],
+            self.cfg.runtime.chunks,
+            self._agg_weights(rnd, mask),
         )
         for c in chunks:  # each chunk carries its clients' state rows to the worker
             c.state.update({k: s.get(c.client_ids) for k, s in self.client_state.items()})

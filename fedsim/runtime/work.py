@@ -60,6 +60,12 @@ class Chunk:
     epochs: np.ndarray  # int64, epochs each client runs
     work: int  # samples processed: sum of num_samples * epochs
     state: dict[str, np.ndarray] = field(default_factory=dict)  # rows aligned with client_ids
+    # int64 aggregation weight of each client; None: its sample count (server.weighting)
+    weights: np.ndarray | None = None
+
+    @property
+    def agg_weights(self) -> np.ndarray:
+        return self.num_samples if self.weights is None else self.weights
 
 
 @dataclass(frozen=True)
@@ -69,7 +75,7 @@ class ChunkResult:
     train_loss: np.ndarray  # float64, each client's mean minibatch loss
     # bool per client: update rejected (non-finite or norm above the bound), not aggregated
     rejected: np.ndarray
-    weight: float  # sum of the accepted clients' sample counts
+    weight: float  # sum of the accepted clients' aggregation weights (default: sample counts)
     # Streaming: the sum of contributions (float64 sum_k n_k w_k without a pipeline; the
     # pipeline's rows, float64 or uint64 masked, with one). None for per-client aggregation.
     weighted_sum: np.ndarray | None = None
@@ -83,17 +89,23 @@ class ChunkResult:
 
 
 def make_chunks(
-    ids: np.ndarray, num_samples: np.ndarray, epochs: np.ndarray, num_chunks: int
+    ids: np.ndarray,
+    num_samples: np.ndarray,
+    epochs: np.ndarray,
+    num_chunks: int,
+    weights: np.ndarray | None = None,
 ) -> list[Chunk]:
     """Cut the contributors into at most ``num_chunks`` contiguous chunks of similar work.
 
     Clients are ordered by (num_samples, epochs, id) first, so clients with the same batch
-    schedule sit next to each other and can be stacked.
+    schedule sit next to each other and can be stacked. ``weights`` (int64, aligned with
+    ``ids``) are the clients' aggregation weights; None weighs each by its sample count.
     """
     if len(ids) == 0:
         return []
     order = np.lexsort((ids, epochs, num_samples))
     ids, num_samples, epochs = ids[order], num_samples[order], epochs[order]
+    weights = None if weights is None else np.asarray(weights, dtype=np.int64)[order]
     work = num_samples * epochs
     cum = np.cumsum(work)
     k = min(num_chunks, len(ids))
@@ -103,7 +115,14 @@ def make_chunks(
     cuts = np.unique(np.clip(cuts, 1, len(ids) - 1)) if len(ids) > 1 else np.array([], int)
     bounds = [0, *cuts.tolist(), len(ids)]
     return [
-        Chunk(i, ids[a:b], num_samples[a:b], epochs[a:b], int(work[a:b].sum()))
+        Chunk(
+            i,
+            ids[a:b],
+            num_samples[a:b],
+            epochs[a:b],
+            int(work[a:b].sum()),
+            weights=None if weights is None else weights[a:b],
+        )
         for i, (a, b) in enumerate(zip(bounds[:-1], bounds[1:], strict=True))
     ]
 
@@ -147,6 +166,7 @@ def train_chunks(
     ids = np.concatenate([c.client_ids for c in chunks])
     sizes = np.concatenate([c.num_samples for c in chunks])
     epochs = np.concatenate([c.epochs for c in chunks])
+    agg_w = np.concatenate([c.agg_weights for c in chunks])
     state = {name: np.concatenate([c.state[name] for c in chunks]) for name in chunks[0].state}
     owner = np.repeat(np.arange(len(chunks)), lengths)
     # Chunks are sorted by (num_samples, epochs, id), so this order keeps each chunk's own.
@@ -166,8 +186,8 @@ def train_chunks(
         ):
             stop += 1
         members = order[start:stop]
-        _train_stack(model, dataset, w_global, spec, ctx, pipeline, n, e, members, ids, state,
-                     owner, sums, losses, rejected)  # fmt: skip
+        _train_stack(model, dataset, w_global, spec, ctx, pipeline, n, e, members, ids, agg_w,
+                     state, owner, sums, losses, rejected)  # fmt: skip
         start = stop
     bounds = np.cumsum([0, *lengths])
     out = []
@@ -204,6 +224,7 @@ def _train_stack(
     e: int,
     members: np.ndarray,
     ids: np.ndarray,
+    agg_w: np.ndarray,
     state: dict[str, np.ndarray],
     owner: np.ndarray,
     sums: list[_Sums],
@@ -212,6 +233,7 @@ def _train_stack(
 ) -> None:
     """Train one stack of clients with the same schedule and add them to their chunks."""
     member_ids = ids[members]
+    wts = agg_w[members]  # each client's aggregation weight (its sample count by default)
     x, y = dataset.clients_train(member_ids)
     orders = None
     if ctx.shuffle and 0 < ctx.batch_size < n:
@@ -241,12 +263,12 @@ def _train_stack(
         if rows.dtype != np.uint64:
             rows[bad] = 0.0  # the server sees a rejected update and leaves it out
         if not pipeline.weighs and spec.streaming:
-            rows = rows * n
+            rows = rows * wts[:, None]
     else:
         # n * w is exact in float64 (a float32 times an integer below 2**24), and each chunk
         # adds its clients one at a time in its own order, so its sum does not depend on stacks.
         rows = w.astype(np.float64)
-        rows *= n
+        rows *= wts[:, None]
         batch = None
     for row, m in enumerate(members):
         s = sums[owner[m]]
@@ -255,13 +277,14 @@ def _train_stack(
             s.acc += rows[row]  # uint64 wraps mod 2^64, a multiple of 2^bits
         if bad[row]:
             continue
-        s.weight += n
+        wt = int(wts[row])
+        s.weight += wt
         if not spec.streaming:
             s.updates.append(rows[row].astype(np.float32))
             s.update_ids.append(int(ids[m]))
-            s.update_weights.append(float(n))
+            s.update_weights.append(float(wt))
         for name, p in spec.client.payloads.items():
-            s.payloads[name] += out.payloads[name][row] * (n if p.weighting == "samples" else 1.0)
+            s.payloads[name] += out.payloads[name][row] * (wt if p.weighting == "samples" else 1.0)
     if batch is not None:  # per-client counts of the stages, added to each client's chunk
         for name, counts in batch.counts.items():
             for row, m in enumerate(members):
