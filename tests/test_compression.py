@@ -222,3 +222,60 @@ def test_error_feedback_resumed_after_sigkill_is_identical(tmp_path):
 def test_encoding_names_match_the_config_choices():
     for name in ("int8", "qsgd", "topk", "randk", "sign"):
         assert encoding(name).nbytes(P) < 4 * P
+
+
+def test_error_feedback_by_hand_over_two_rounds():
+    # P = 4, k = 1. e <- (delta + e) - topk(delta + e), and what is sent is topk(delta + e).
+    stage = Compress(TopK(0.25), error_feedback=True)
+    one = UpdateBatch(0, 1, np.array([5]), 10, np.zeros(1, bool), {RESIDUAL: np.zeros((1, 4))})
+    sent = stage.apply(np.array([[3.0, -1.0, 0.5, 2.0]]), one)
+    np.testing.assert_array_equal(sent, [[3.0, 0.0, 0.0, 0.0]])
+    np.testing.assert_array_equal(one.state[RESIDUAL], [[0.0, -1.0, 0.5, 2.0]])
+    # Next participation: delta + e = [1, -2.5, 0.5, 2.25]; -2.5 is the largest magnitude.
+    two = UpdateBatch(0, 9, np.array([5]), 10, np.zeros(1, bool), dict(one.state))
+    sent = stage.apply(np.array([[1.0, -1.5, 0.0, 0.25]]), two)
+    np.testing.assert_array_equal(sent, [[0.0, -2.5, 0.0, 0.0]])
+    np.testing.assert_array_equal(two.state[RESIDUAL], [[1.0, 0.0, 0.5, 2.25]])
+    assert two.state[RESIDUAL].dtype == np.float32
+    # Over both rounds the server received the deltas' sum minus what is still held back.
+    total = np.array([4.0, -2.5, 0.5, 2.25])
+    np.testing.assert_array_equal([3.0, -2.5, 0.0, 0.0], total - two.state[RESIDUAL][0])
+
+
+def test_error_feedback_residual_is_the_weight_delta_and_rejected_clients_keep_theirs():
+    from fedsim.pipeline.base import Pipeline
+    from fedsim.runner import prepare, train_spec
+    from fedsim.runtime.server import round_context
+    from fedsim.runtime.work import make_chunks, train_chunks
+
+    cfg = small_config(*EF)
+    exp = prepare(cfg)
+    ids = np.arange(0, 40, 4)
+    sizes = exp.dataset.client_sizes()[ids]
+    w0 = exp.model.init(0).astype(np.float64)
+    ctx = round_context(cfg, 2)
+    old = np.random.default_rng(1).normal(scale=1e-3, size=(len(ids), exp.model.num_parameters))
+    old = old.astype(np.float32)
+    spec = train_spec(cfg, exp.strategy)
+    # Per-client rows: each client's delta w_k - w_global (no pipeline), then its sent row.
+    per_client = type(spec)(spec.seed, spec.client, streaming=False)
+    one_epoch = np.ones_like(ids)
+    (raw,) = train_chunks(
+        exp.model, exp.dataset, w0, per_client, ctx, make_chunks(ids, sizes, one_epoch, 1)
+    )
+    deltas = dict(zip(raw.update_ids.tolist(), raw.updates.astype(np.float64), strict=True))
+    (chunk,) = make_chunks(ids, sizes, one_epoch, 1)
+    chunk.state[RESIDUAL] = old[np.searchsorted(ids, chunk.client_ids)]
+    pipe = Pipeline(upload_stages(cfg.compression))
+    (res,) = train_chunks(exp.model, exp.dataset, w0, per_client, ctx, [chunk], pipe)
+    for k, cid in enumerate(res.client_ids.tolist()):
+        sent = res.updates[list(res.update_ids).index(cid)].astype(np.float64)
+        want = deltas[cid] + chunk.state[RESIDUAL][k] - sent
+        np.testing.assert_allclose(res.state[RESIDUAL][k], want, rtol=0, atol=1e-6)
+    # A bound no update meets: every client is rejected and keeps its residual unchanged.
+    strict = type(spec)(spec.seed, spec.client, streaming=False, max_update_norm=1e-12)
+    (chunk,) = make_chunks(ids, sizes, one_epoch, 1)
+    chunk.state[RESIDUAL] = old[np.searchsorted(ids, chunk.client_ids)].copy()
+    (res,) = train_chunks(exp.model, exp.dataset, w0, strict, ctx, [chunk], pipe)
+    assert res.rejected.all() and len(res.update_ids) == 0
+    np.testing.assert_array_equal(res.state[RESIDUAL], old[np.searchsorted(ids, res.client_ids)])

@@ -6,6 +6,7 @@ Writes accuracy-vs-bytes curves (uploads and total), the Pareto figures (final a
 against total and against uploaded bytes) with their data as CSV, and table.md / table.csv:
 per configuration, the exact bytes of one upload, its ratio to float32, and the mean over
 seeds of the final test accuracy, of its mean over the last 5 rounds and of the best.
+Then ef_table.md / ef_table.csv from the error-feedback checks of ef_check.sh (ef_runs/).
 """
 
 from __future__ import annotations
@@ -75,10 +76,71 @@ def table(groups: list[list[Run]]) -> pd.DataFrame:
     return df.sort_values("bytes_per_upload", ascending=False, ignore_index=True)
 
 
+def ef_table(runs: list[Run]) -> pd.DataFrame:
+    """Top-k with and without error feedback: each setting's pair, means over seeds."""
+    rows = []
+    for group in group_seeds(runs):
+        c = group[0].flat_config
+        acc = [r.rounds["test_accuracy"].dropna().reset_index(drop=True) for r in group]
+        rows.append(
+            {
+                "clients": f"{c['server.clients_per_round']} of {c['population.num_clients']}",
+                "top-k": f"{c['compression.fraction'] * 100:g}%",
+                "rounds": len(acc[0]),
+                "error_feedback": "yes" if c["compression.error_feedback"] else "no",
+                "seeds": len(group),
+                "final_accuracy": np.mean([a.iloc[-1] for a in acc]),
+                "last5_accuracy": np.mean([a.iloc[-5:].mean() for a in acc]),
+                "best_accuracy": np.mean([a.max() for a in acc]),
+                "mean_accuracy": np.mean([a.mean() for a in acc]),
+                "last5_accuracy_at_50": np.mean([a.iloc[45:50].mean() for a in acc]),
+            }
+        )
+    keys = ["clients", "top-k", "rounds", "error_feedback"]
+    return pd.DataFrame(rows).sort_values(keys, ascending=[False, False, True, True])
+
+
+def ef_pairs(runs: list[Run]) -> pd.DataFrame:
+    """Per setting and seed, top-k with error feedback minus the same run without it."""
+    runs = [r for r in runs if r.flat_config["compression.up"] == "topk"]
+    by_key = {}
+    for r in runs:
+        c = r.flat_config
+        key = (
+            f"{c['server.clients_per_round']} of {c['population.num_clients']}",
+            f"{c['compression.fraction'] * 100:g}%",
+            c["server.rounds"],
+            c["experiment.seed"],
+        )
+        by_key.setdefault(key, {})[c["compression.error_feedback"]] = r.rounds
+    rows = []
+    for (clients, frac, rounds, seed), pair in by_key.items():
+        if len(pair) < 2:
+            continue
+        ef, plain = (pair[k].set_index("round") for k in (True, False))
+        diff = ef["test_accuracy"] - plain["test_accuracy"]
+        loss = ef["test_loss"] - plain["test_loss"]
+        rows.append(
+            {
+                "clients": clients,
+                "top-k": frac,
+                "rounds": rounds,
+                "seed": seed,
+                "final_diff": diff.iloc[-1],
+                "last5_diff": diff.iloc[-5:].mean(),
+                "mean_diff": diff.mean(),
+                "rounds_ef_ahead": f"{int((diff > 0).sum())}/{len(diff)}",
+                "mean_test_loss_diff": loss.mean(),
+            }
+        )
+    keys = ["clients", "top-k", "rounds", "seed"]
+    return pd.DataFrame(rows).sort_values(keys, ascending=[False, False, True, True])
+
+
 def _cell(column: str, value: object) -> str:
     if not isinstance(value, float):
         return str(value)
-    if column == "final_vs_float32":
+    if column == "final_vs_float32" or column.endswith("_diff"):
         return f"{value:+.4f}"
     if "accuracy" in column or column == "upload_vs_float32":
         return f"{value:.4f}"
@@ -129,6 +191,13 @@ def main() -> int:
     df.to_csv(OUT / "table.csv", index=False)
     (OUT / "table.md").write_text(markdown(df))
     print(markdown(df))
+    checks = sorted(p.parent for p in (OUT / "ef_runs").glob("*/*/summary.json"))
+    grid_topk = [r for g in groups for r in g if r.flat_config["compression.up"] == "topk"]
+    checks = load_runs(checks) + grid_topk
+    for stem, frame in (("ef_table", ef_table(checks)), ("ef_pairs", ef_pairs(checks))):
+        frame.to_csv(OUT / f"{stem}.csv", index=False)
+        (OUT / f"{stem}.md").write_text(markdown(frame))
+        print(markdown(frame))
     return 0
 
 
