@@ -139,24 +139,9 @@ def plan_round(
     compute_s, finish, dropped, drop_time = tl.compute_s, tl.finish, tl.dropped, tl.drop_time
 
     if straggler_fraction > 0:
-        return _plan_fraction_stragglers(
-            seed,
-            round_,
-            ids,
-            n,
-            download_s,
-            epoch_s,
-            upload_s,
-            dropped,
-            drop_time,
-            clients_per_round=clients_per_round,
-            local_epochs=local_epochs,
-            straggler_policy=straggler_policy,
-            straggler_fraction=straggler_fraction,
-            model_bytes=model_bytes,
-            update_bytes=update_bytes,
-            draws=draws,
-        )
+        fixed = (clients_per_round, local_epochs, straggler_policy, straggler_fraction)
+        bytes_ = (model_bytes, update_bytes)
+        return _plan_fraction_stragglers(seed, round_, ids, n, tl, *fixed, *bytes_, draws)
 
     outcome = np.full(len(ids), STRAGGLER, dtype=np.int8)
     outcome[dropped] = DROPPED
@@ -221,12 +206,7 @@ def _plan_fraction_stragglers(
     round_: int,
     ids: np.ndarray,
     n: np.ndarray,
-    download_s: np.ndarray,
-    epoch_s: np.ndarray,
-    upload_s: np.ndarray,
-    dropped: np.ndarray,
-    drop_time: np.ndarray,
-    *,
+    tl: Timelines,
     clients_per_round: int,
     local_epochs: int,
     straggler_policy: str,
@@ -236,6 +216,8 @@ def _plan_fraction_stragglers(
     draws: np.ndarray | None = None,
 ) -> RoundPlan:
     """Li et al. 2020's systems heterogeneity: a fixed fraction of the cohort straggles."""
+    download_s, epoch_s, upload_s = tl.download_s, tl.epoch_s, tl.upload_s
+    dropped, drop_time = tl.dropped, tl.drop_time
     alive = np.flatnonzero(~dropped)
     pick = uniform(seed, round_, Purpose.STRAGGLER, ids[alive])
     order = alive[np.lexsort((ids[alive], pick))]

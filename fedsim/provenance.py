@@ -41,8 +41,26 @@ def provenance(argv: list[str] | None = None) -> dict[str, Any]:
         "cpu_count": os.cpu_count(),
         "blas": blas,  # this process's; training and evaluation pin BLAS to one thread
         "training_blas_threads": 1,
-        "command": list(sys.argv if argv is None else argv),
+        "command": portable_command(sys.argv if argv is None else argv),
     }
+
+
+def portable_command(argv: list[str]) -> list[str]:
+    """The command line as anyone can repeat it: the program by its name (``fedsim``, not the
+    path of this machine's install), paths under the working directory relative to it."""
+    if not argv:
+        return []
+    program = Path(argv[0]).name
+    if program in ("cli.py", "__main__.py"):
+        program = "fedsim"
+    cwd = Path.cwd()
+    out = [program]
+    for arg in argv[1:]:
+        path = Path(arg)
+        if path.is_absolute() and path.is_relative_to(cwd):
+            arg = str(path.relative_to(cwd))
+        out.append(arg)
+    return out
 
 
 def git_commit() -> str | None:

@@ -32,3 +32,12 @@ def test_provenance_is_json_and_names_the_command_it_is_given():
     p = provenance(["fedsim", "run", "x.toml"])
     assert json.loads(json.dumps(p))["command"] == ["fedsim", "run", "x.toml"]
     assert git_commit() is None or len(git_commit().removesuffix("+dirty")) == 40
+
+
+def test_command_names_the_program_not_its_install_path_and_keeps_paths_relative(
+    tmp_path, monkeypatch
+):
+    monkeypatch.chdir(tmp_path)
+    argv = ["/opt/venv/bin/fedsim", "run", str(tmp_path / "exp" / "a.toml"), "--out", "/elsewhere"]
+    assert provenance(argv)["command"] == ["fedsim", "run", "exp/a.toml", "--out", "/elsewhere"]
+    assert provenance(["/src/fedsim/cli/__main__.py", "run"])["command"] == ["fedsim", "run"]
