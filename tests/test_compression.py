@@ -244,9 +244,9 @@ def test_error_feedback_by_hand_over_two_rounds():
 
 def test_error_feedback_residual_is_the_weight_delta_and_rejected_clients_keep_theirs():
     from fedsim.pipeline.base import Pipeline
-    from fedsim.runner import prepare, train_spec
+    from fedsim.runner import prepare
     from fedsim.runtime.server import round_context
-    from fedsim.runtime.work import make_chunks, train_chunks
+    from fedsim.runtime.work import make_chunks, train_chunks, train_spec
 
     cfg = small_config(*EF)
     exp = prepare(cfg)
