@@ -11,15 +11,17 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from fedsim.analysis.compare import compare_runs, write_comparison
+    from fedsim.analysis.figure import save_figure
     from fedsim.analysis.plots import (
         plot_accuracy_loss_vs_rounds,
         plot_accuracy_vs_bytes,
         plot_accuracy_vs_time,
+        plot_runs,
+    )
+    from fedsim.analysis.run_plots import (
         plot_client_times,
         plot_label_distribution,
         plot_round_outcomes,
-        plot_runs,
-        save_figure,
     )
     from fedsim.analysis.runs import (
         Run,
@@ -44,9 +46,9 @@ _HOMES = {
     "plot_accuracy_vs_bytes": "plots",
     "plot_accuracy_vs_time": "plots",
     "plot_accuracy_loss_vs_rounds": "plots",
-    "plot_round_outcomes": "plots",
-    "plot_client_times": "plots",
-    "plot_label_distribution": "plots",
+    "plot_round_outcomes": "run_plots",
+    "plot_client_times": "run_plots",
+    "plot_label_distribution": "run_plots",
     "plot_runs": "plots",
     "save_figure": "figure",
 }

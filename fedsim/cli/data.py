@@ -74,7 +74,8 @@ def write_partition_summary(
     A regression set has no labels: only ``partition.csv`` (client sizes) is written.
     """
     # Imported here: matplotlib is needed only when a figure is drawn.
-    from fedsim.analysis.plots import plot_label_distribution, save_figure
+    from fedsim.analysis.figure import save_figure
+    from fedsim.analysis.run_plots import plot_label_distribution
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

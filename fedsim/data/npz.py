@@ -19,7 +19,7 @@ import numpy as np
 from fedsim.data.arrays import ArrayDataset
 from fedsim.data.base import CentralData
 from fedsim.data.idx import _labels, _scale
-from fedsim.data.partition import partition_from_owner
+from fedsim.data.partition.common import partition_from_owner
 from fedsim.options import ConfigError
 from fedsim.registry import DATASETS
 

@@ -31,7 +31,7 @@ import numpy as np
 
 from fedsim.data.arrays import ArrayDataset
 from fedsim.data.base import CentralData, FederatedDataset
-from fedsim.data.partition import partition_from_owner
+from fedsim.data.partition.common import partition_from_owner
 from fedsim.options import ConfigError, at_least, check, each, non_negative, positive
 from fedsim.registry import DATASETS
 from fedsim.rng import Purpose, generator
