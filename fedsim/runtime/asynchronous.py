@@ -41,7 +41,8 @@ from fedsim.errors import RunError
 from fedsim.options import ConfigError
 from fedsim.pipeline.base import Pipeline
 from fedsim.rng import Purpose, uniform
-from fedsim.runtime.server import RoundResult, Server
+from fedsim.runtime.round_records import RoundResult
+from fedsim.runtime.synchronous import Server
 from fedsim.runtime.work import make_chunks
 from fedsim.strategies.base import Aggregate, Strategy
 
