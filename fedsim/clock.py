@@ -139,9 +139,10 @@ def plan_round(
     compute_s, finish, dropped, drop_time = tl.compute_s, tl.finish, tl.dropped, tl.drop_time
 
     if straggler_fraction > 0:
-        fixed = (clients_per_round, local_epochs, straggler_policy, straggler_fraction)
-        bytes_ = (model_bytes, update_bytes)
-        return _plan_fraction_stragglers(seed, round_, ids, n, tl, *fixed, *bytes_, draws)
+        return _plan_fraction_stragglers(
+            seed, round_, ids, n, tl, clients_per_round, local_epochs, straggler_policy,
+            straggler_fraction, model_bytes, update_bytes, draws,
+        )  # fmt: skip
 
     outcome = np.full(len(ids), STRAGGLER, dtype=np.int8)
     outcome[dropped] = DROPPED

@@ -25,6 +25,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from fedsim.tables import markdown_table
+
 HERE = Path(__file__).resolve().parent
 OUT = Path("results/robust")
 
@@ -152,14 +154,15 @@ def grid_markdown(df: pd.DataFrame, out: Path, rounds: int) -> Path:
     d = df[df["rounds"] == rounds].copy()
     d["attack"] = pd.Categorical(d["attack"], ["none", *ATTACKS], ordered=True)
     d = d.sort_values(["attack", "byzantine_fraction"])
+    groups = d.groupby(["attack", "byzantine_fraction"], sort=False, observed=True)
+    rows = [
+        [attack, f"{fraction:g}", part["seed"].nunique()]
+        + [cell(part[part["aggregator"] == agg]) for agg in AGGREGATORS]
+        for (attack, fraction), part in groups
+    ]
     head = ["attack", "Byzantine fraction", "seeds", *AGGREGATORS]
-    lines = ["| " + " | ".join(head) + " |", "| " + " | ".join("---" for _ in head) + " |"]
-    for (attack, fraction), part in d.groupby(["attack", "byzantine_fraction"], sort=False):
-        cells = [cell(part[part["aggregator"] == agg]) for agg in AGGREGATORS]
-        seeds = part["seed"].nunique()
-        lines.append(f"| {attack} | {fraction:g} | {seeds} | " + " | ".join(cells) + " |")
     path = out / f"grid_r{rounds}.md"
-    path.write_text("\n".join(lines) + "\n")
+    path.write_text(markdown_table(head, rows) + "\n")
     return path
 
 

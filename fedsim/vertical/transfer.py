@@ -91,8 +91,9 @@ class Job:
         if self.cfg.psi:
             idx, psi_s = align_ids(ledger, self.names, ids)
         else:
-            shared, pos_a, pos_b = np.intersect1d(*ids, assume_unique=True, return_indices=True)
-            idx, psi_s = [pos_a[np.argsort(pos_a)], pos_b[np.argsort(pos_a)]], 0.0
+            _, pos_a, pos_b = np.intersect1d(*ids, assume_unique=True, return_indices=True)
+            order = np.argsort(pos_a)  # the shared samples in the source's row order
+            idx, psi_s = [pos_a[order], pos_b[order]], 0.0
         if not np.array_equal(ids[0][idx[0]], ids[1][idx[1]]):
             raise AssertionError("the overlap was misaligned between the parties")
         return idx, psi_s
