@@ -22,6 +22,8 @@ class Column:
 
     name: str
     meaning: str
+    #: Measured wall-clock time: differs from run to run, unlike every other column.
+    wall_time: bool = False
 
 
 #: rounds.csv: one row per round. The README's table of columns is checked against this.
@@ -63,9 +65,11 @@ ROUND_SCHEMA: tuple[Column, ...] = (
     Column("abort_reason", "why secure aggregation aborted the round (empty otherwise)"),
     Column("epsilon", "DP epsilon spent after this round (privacy.enabled)"),
     Column("clip_norm", "DP clipping norm used this round"),
-    Column("server_s", "wall time of selection and planning (s)"),
-    Column("train_s", "wall time of client work, aggregation and the server step (s)"),
-    Column("wall_time_s", "wall time of the whole round, evaluation included (s)"),
+    Column("server_s", "wall time of selection and planning (s)", wall_time=True),
+    Column(
+        "train_s", "wall time of client work, aggregation and the server step (s)", wall_time=True
+    ),
+    Column("wall_time_s", "wall time of the whole round, evaluation included (s)", wall_time=True),
 )
 
 #: clients.csv: one row per selected client per round.
@@ -93,6 +97,8 @@ CLIENT_SCHEMA: tuple[Column, ...] = (
 )
 
 ROUND_COLUMNS = [c.name for c in ROUND_SCHEMA]
+#: Columns of either record file that hold measured wall time (not reproducible).
+WALL_TIME_COLUMNS = frozenset(c.name for c in (*ROUND_SCHEMA, *CLIENT_SCHEMA) if c.wall_time)
 #: How rounds.csv and clients.csv write floats: ten significant digits.
 FLOAT_FORMAT = "%.10g"
 #: Columns of ROUND_COLUMNS holding text ("" when there is nothing to say).

@@ -38,6 +38,8 @@ STATE_FILE = "state.json"
 LOCK_FILE = "lock"
 TENSORBOARD_DIR = "tensorboard"
 MLFLOW_DIR = "mlruns"
+#: Written by ``fedsim reproduce --record`` into a run it re-ran with identical records.
+PROVENANCE_FILE = "provenance.json"
 
 #: Every name fedsim writes at the top of a run folder.
 RUN_ENTRIES = frozenset(
@@ -51,6 +53,7 @@ RUN_ENTRIES = frozenset(
         CHECKPOINT_DIR,
         TENSORBOARD_DIR,
         MLFLOW_DIR,
+        PROVENANCE_FILE,
     }
 )
 

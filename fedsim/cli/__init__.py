@@ -10,10 +10,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-from fedsim.cli import bench, compare, data, plot, privacy, run, sweep
+from fedsim.cli import bench, compare, data, plot, privacy, reproduce, run, sweep
 from fedsim.options import ConfigError
 
-VERBS = (run, plot, compare, sweep, data, bench, privacy)
+VERBS = (run, plot, compare, sweep, reproduce, data, bench, privacy)
 
 
 def build_parser() -> argparse.ArgumentParser:
