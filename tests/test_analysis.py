@@ -6,6 +6,7 @@ import argparse
 import copy
 import json
 import math
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -457,6 +458,20 @@ def test_plot_client_times(tmp_path: Path) -> None:
     assert [t.get_text() for t in ax_tiers.get_xticklabels()] == ["fast", "slow"]
     assert len(ax_tiers.containers) == 3
     assert ax_tiers.get_xlabel() == "device tier"
+
+
+def test_tiers_are_plotted_in_configured_order_not_alphabetical(tmp_path: Path) -> None:
+    folder = make_run(tmp_path / "a", [0.5, 0.6])
+    config = tomllib.loads((folder / "config.toml").read_text())
+    config["population"]["tiers"] = [
+        {"name": "slow", "weight": 0.5},
+        {"name": "fast", "weight": 0.5},
+    ]
+    (folder / "config.toml").write_text(tomli_w.dumps(config))
+    _, (_, ax_tiers), data = plot_client_times(folder)
+    assert [t.get_text() for t in ax_tiers.get_xticklabels()] == ["slow", "fast"]
+    outcomes = data[data["panel"] == "outcomes"]
+    assert list(dict.fromkeys(outcomes["group"])) == ["slow", "fast"]
 
     with pytest.raises(FileNotFoundError, match="clients.csv"):
         plot_client_times(make_run(tmp_path / "b", [0.5], clients=False))

@@ -129,7 +129,7 @@ def plot_client_times(run: Run | str | Path) -> PlotResult:
 
     tiers = clients["tier"] if "tier" in clients.columns else pd.Series("all", index=clients.index)
     counts = pd.crosstab(tiers.astype(str), clients["outcome"].astype(str))
-    counts = counts.reindex(_natural_order(counts.index))
+    counts = counts.reindex(_tier_order(run.config, counts.index))
     outcomes = [o for o in _OUTCOME_COLORS if o in counts.columns]
     outcomes += sorted(o for o in counts.columns if o not in _OUTCOME_COLORS)
     positions = np.arange(len(counts))
@@ -257,6 +257,15 @@ def _box_stats(values: np.ndarray) -> dict[str, float]:
         "max": float(values.max()),
         "mean": float(values.mean()),
     }
+
+
+def _tier_order(config: dict[str, Any], names: Sequence[str] | pd.Index) -> list[str]:
+    """Tier names in the order ``population.tiers`` lists them; others after, naturally sorted."""
+    tiers = config.get("population", {}).get("tiers", [])
+    configured = [str(t["name"]) for t in tiers if isinstance(t, dict) and "name" in t]
+    present = set(names)
+    first = [name for name in configured if name in present]
+    return first + _natural_order([name for name in names if name not in first])
 
 
 def _natural_order(values: Sequence[str] | pd.Index) -> list[str]:
