@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from fedsim.metrics import ROUND_COLUMNS, Recorder
+from fedsim.vertical.logistic import cross_entropy
 
 #: What the runner passes to see each round's row as it is recorded.
 OnRound = Callable[[dict[str, Any]], None]
@@ -48,7 +49,7 @@ def auc(y: np.ndarray, score: np.ndarray) -> float:
 
 def evaluate(logits: np.ndarray, y: np.ndarray) -> dict[str, float]:
     """Test loss (mean binary cross-entropy), accuracy at probability 0.5, and AUC."""
-    loss = float(np.mean(np.logaddexp(0.0, logits) - y * logits))
+    loss = cross_entropy(logits, y)
     acc = float(np.mean((logits > 0) == (y == 1)))
     return {"test_loss": loss, "test_accuracy": acc, "test_auc": auc(y, logits)}
 
