@@ -9,18 +9,7 @@ import pytest
 from scipy import stats
 
 from fedsim.options import ConfigError, build, to_table
-from fedsim.privacy import PrivacyOptions, PrivacyPurpose
-from fedsim.privacy.dp import (
-    AdaptiveClip,
-    central_noise,
-    client_noise,
-    clip_updates,
-    count_unclipped,
-    distributed_noise_stddev,
-    noisy_average,
-    poisson_sample,
-    update_noise_multiplier,
-)
+from fedsim.privacy import PrivacyOptions, PrivacyPurpose, dp
 from fedsim.rng import Purpose
 
 
@@ -34,7 +23,7 @@ def _updates(seed: int = 0) -> np.ndarray:
 @pytest.mark.parametrize("clip_norm", [1e-3, 0.1, 1.0, 3.7, 1e4])
 def test_clipped_norms_never_exceed_clip_norm(clip_norm):
     deltas = _updates()
-    clipped, norms = clip_updates(deltas, clip_norm)
+    clipped, norms = dp.clip_updates(deltas, clip_norm)
     # Three ways to compute a norm (BLAS dot, pairwise sums, math.fsum): none reads above C.
     assert (np.linalg.norm(clipped, axis=1) <= clip_norm).all()
     assert all(np.linalg.norm(row) <= clip_norm for row in clipped)
@@ -44,7 +33,7 @@ def test_clipped_norms_never_exceed_clip_norm(clip_norm):
 
 def test_clipping_keeps_direction_and_leaves_small_updates_alone():
     deltas = _updates(1).astype(np.float64)
-    clipped, norms = clip_updates(deltas, 1.0)
+    clipped, norms = dp.clip_updates(deltas, 1.0)
     small = norms < 1.0 - 1e-9
     assert small.any() and (~small).any()
     np.testing.assert_array_equal(clipped[small], deltas[small])
@@ -54,17 +43,17 @@ def test_clipping_keeps_direction_and_leaves_small_updates_alone():
 
 
 def test_clip_one_vector_returns_vector_and_scalar_norm():
-    clipped, norm = clip_updates(np.array([3.0, 4.0]), 1.0)
+    clipped, norm = dp.clip_updates(np.array([3.0, 4.0]), 1.0)
     assert clipped.shape == (2,) and norm.shape == ()
     assert float(norm) == 5.0
     np.testing.assert_allclose(clipped, [0.6, 0.8])
     with pytest.raises(ValueError):
-        clip_updates(np.ones(3), 0.0)
+        dp.clip_updates(np.ones(3), 0.0)
 
 
 def test_central_noise_has_configured_stddev():
     z, c, p = 1.3, 0.7, 400_000
-    noise = central_noise(p, z, c, seed=11, round_=5)
+    noise = dp.central_noise(p, z, c, seed=11, round_=5)
     sigma = z * c
     # Standard errors of the sample mean and sample std of P normal draws: sigma/sqrt(P),
     # sigma/sqrt(2P). Five of them is a fixed-seed test that a wrong scale cannot pass.
@@ -74,24 +63,24 @@ def test_central_noise_has_configured_stddev():
 
 
 def test_noise_is_keyed_by_seed_and_round():
-    a = central_noise(1000, 1.0, 1.0, seed=3, round_=7)
-    np.testing.assert_array_equal(a, central_noise(1000, 1.0, 1.0, seed=3, round_=7))
-    assert not np.array_equal(a, central_noise(1000, 1.0, 1.0, seed=3, round_=8))
-    assert not np.array_equal(a, central_noise(1000, 1.0, 1.0, seed=4, round_=7))
+    a = dp.central_noise(1000, 1.0, 1.0, seed=3, round_=7)
+    np.testing.assert_array_equal(a, dp.central_noise(1000, 1.0, 1.0, seed=3, round_=7))
+    assert not np.array_equal(a, dp.central_noise(1000, 1.0, 1.0, seed=3, round_=8))
+    assert not np.array_equal(a, dp.central_noise(1000, 1.0, 1.0, seed=4, round_=7))
 
 
 def test_client_noise_depends_only_on_the_client():
-    together = client_noise(np.array([3, 5, 9]), 500, 0.5, seed=1, round_=2)
-    alone = client_noise(np.array([5]), 500, 0.5, seed=1, round_=2)
+    together = dp.client_noise(np.array([3, 5, 9]), 500, 0.5, seed=1, round_=2)
+    alone = dp.client_noise(np.array([5]), 500, 0.5, seed=1, round_=2)
     np.testing.assert_array_equal(together[1], alone[0])
-    distributed = client_noise(
+    distributed = dp.client_noise(
         np.array([5]), 500, 0.5, seed=1, round_=2, purpose=PrivacyPurpose.DISTRIBUTED_NOISE
     )
     assert not np.array_equal(distributed, alone)
 
 
 def test_local_noise_has_configured_stddev_per_client():
-    noise = client_noise(np.arange(20), 20_000, 0.25, seed=2, round_=1)
+    noise = dp.client_noise(np.arange(20), 20_000, 0.25, seed=2, round_=1)
     se = 0.25 / math.sqrt(2 * 20_000)
     assert (np.abs(noise.std(axis=1) - 0.25) < 5 * se).all()
     # Clients' noises are independent: correlations are at the 1/sqrt(P) level.
@@ -101,38 +90,40 @@ def test_local_noise_has_configured_stddev_per_client():
 
 def test_distributed_noise_sums_to_the_central_stddev():
     z, c, t = 1.1, 0.5, 16
-    s = distributed_noise_stddev(z, c, t)
+    s = dp.distributed_noise_stddev(z, c, t)
     assert s * math.sqrt(t) == pytest.approx(z * c, rel=1e-15)
-    total = client_noise(np.arange(t), 100_000, s, seed=5, round_=3).sum(axis=0)
+    total = dp.client_noise(np.arange(t), 100_000, s, seed=5, round_=3).sum(axis=0)
     assert abs(total.std() - z * c) < 5 * z * c / math.sqrt(2 * 100_000)
 
 
 def test_noisy_average_divides_by_the_expected_cohort():
     total = np.linspace(-3, 3, 101)
     np.testing.assert_allclose(
-        noisy_average(
+        dp.noisy_average(
             total, noise_multiplier=0.0, clip_norm=1.0, expected_cohort=40.0, seed=0, round_=1
         ),
         total / 40.0,
     )
-    avg = noisy_average(
+    avg = dp.noisy_average(
         total, noise_multiplier=2.0, clip_norm=0.5, expected_cohort=40.0, seed=0, round_=1
     )
-    np.testing.assert_allclose(avg * 40.0 - total, central_noise(101, 2.0, 0.5, 0, 1), atol=1e-12)
+    np.testing.assert_allclose(
+        avg * 40.0 - total, dp.central_noise(101, 2.0, 0.5, 0, 1), atol=1e-12
+    )
 
 
 def test_poisson_sample_has_rate_q_and_ignores_other_candidates():
     n, q = 200_000, 0.03
     ids = np.arange(n)
-    picked = poisson_sample(ids, q, seed=9, round_=4)
+    picked = dp.poisson_sample(ids, q, seed=9, round_=4)
     assert abs(len(picked) - q * n) < 5 * math.sqrt(n * q * (1 - q))
     # A client's inclusion is its own draw: sampling from a subset gives the intersection.
     subset = ids[::7]
     np.testing.assert_array_equal(
-        poisson_sample(subset, q, seed=9, round_=4), np.intersect1d(picked, subset)
+        dp.poisson_sample(subset, q, seed=9, round_=4), np.intersect1d(picked, subset)
     )
-    np.testing.assert_array_equal(picked, poisson_sample(ids, q, seed=9, round_=4))
-    other = poisson_sample(ids, q, seed=9, round_=5)
+    np.testing.assert_array_equal(picked, dp.poisson_sample(ids, q, seed=9, round_=4))
+    other = dp.poisson_sample(ids, q, seed=9, round_=5)
     # Rounds are independent: the overlap of two rounds is about q^2 n.
     overlap = len(np.intersect1d(picked, other))
     assert abs(overlap - q * q * n) < 5 * math.sqrt(q * q * n)
@@ -146,33 +137,33 @@ def test_privacy_purposes_do_not_collide_with_simulator_purposes():
 
 def test_update_noise_multiplier_follows_andrew_et_al():
     z, sigma_b = 1.0, 5.0
-    z_delta = update_noise_multiplier(z, sigma_b)
+    z_delta = dp.update_noise_multiplier(z, sigma_b)
     assert z_delta == pytest.approx((1 - 1 / 100) ** -0.5, rel=1e-12)
     # Composing the count query (sensitivity 1/2 at std sigma_b) and the update gives back z.
     assert (z_delta**-2 + (2 * sigma_b) ** -2) ** -0.5 == pytest.approx(z, rel=1e-12)
-    assert update_noise_multiplier(0.0, 1.0) == 0.0
+    assert dp.update_noise_multiplier(0.0, 1.0) == 0.0
     with pytest.raises(ValueError):
-        update_noise_multiplier(1.0, 0.5)
+        dp.update_noise_multiplier(1.0, 0.5)
 
 
 def test_adaptive_clip_tracks_the_target_quantile():
     # Update norms are lognormal with median 2 and 0.9-quantile 2 exp(0.5 * 1.2816).
     m = 1000
     for gamma, true_quantile in [(0.5, 2.0), (0.9, 2.0 * math.exp(0.5 * 1.2815516))]:
-        state = AdaptiveClip(clip_norm=0.1, target_quantile=gamma, count_stddev=m / 20)
+        state = dp.AdaptiveClip(clip_norm=0.1, target_quantile=gamma, count_stddev=m / 20)
         rng = np.random.default_rng(0)
         for r in range(1, 301):
             norms = 2.0 * np.exp(0.5 * rng.standard_normal(m))
-            state = state.update(count_unclipped(norms, state.clip_norm), m, seed=1, round_=r)
+            state = state.update(dp.count_unclipped(norms, state.clip_norm), m, seed=1, round_=r)
         assert abs(math.log(state.clip_norm / true_quantile)) < 0.1
 
 
 def test_adaptive_clip_step_is_geometric():
-    state = AdaptiveClip(clip_norm=1.0, target_quantile=0.5, learning_rate=0.2, count_stddev=0.0)
+    state = dp.AdaptiveClip(clip_norm=1.0, target_quantile=0.5, learning_rate=0.2, count_stddev=0.0)
     # All 100 unclipped: b = 1, C <- C exp(-0.2 * 0.5).
     assert state.update(100, 100.0, 0, 1).clip_norm == pytest.approx(math.exp(-0.1), rel=1e-15)
     assert state.update(0, 100.0, 0, 1).clip_norm == pytest.approx(math.exp(0.1), rel=1e-15)
-    assert count_unclipped(np.array([0.5, 1.0, 1.5]), 1.0) == 2
+    assert dp.count_unclipped(np.array([0.5, 1.0, 1.5]), 1.0) == 2
 
 
 def test_privacy_options_defaults_are_off_and_round_trip():

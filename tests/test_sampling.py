@@ -18,7 +18,7 @@ from fedsim.config import PopulationConfig
 from fedsim.population import Population
 from fedsim.runner import prepare
 from fedsim.runtime.work import make_chunks, train_chunks, train_spec
-from fedsim.strategies.base import RoundContext
+from fedsim.strategies.contract import RoundContext
 
 
 def _sizes(num_clients: int, seed: int) -> np.ndarray:

@@ -100,17 +100,13 @@ class McMahanCnn(nn.Module):
 class CharLstm(nn.Module):
     """Embedding, stacked LSTM, dense logits from the last step (McMahan et al. 2017).
 
-    Defaults: 80-symbol vocabulary, 8-dimensional embedding, two LSTM layers of 256 units.
+    The sizes are given by :class:`fedsim.models.torch_models.LstmOptions`, which holds their
+    defaults.
     Input: (B, T) token ids (given as numbers; cast to integers by the backend).
     """
 
     def __init__(
-        self,
-        num_classes: int,
-        vocab_size: int = 80,
-        embedding: int = 8,
-        hidden: int = 256,
-        layers: int = 2,
+        self, num_classes: int, vocab_size: int, embedding: int, hidden: int, layers: int
     ) -> None:
         super().__init__()
         self.embed = nn.Embedding(vocab_size, embedding)
@@ -145,15 +141,11 @@ class BasicBlock(nn.Module):
 class ResNet(nn.Module):
     """A CIFAR-style ResNet: a 3x3 stem, three stages of ``blocks`` basic blocks (``width``,
     2x, 4x channels, strides 1, 2, 2), global average pooling, dense logits. ``blocks = 3``
-    is ResNet-20 (with GroupNorm)."""
+    is ResNet-20 (with GroupNorm). The sizes are given by
+    :class:`fedsim.models.torch_models.ResNetOptions`, which holds their defaults."""
 
     def __init__(
-        self,
-        input_shape: tuple[int, ...],
-        num_classes: int,
-        blocks: int = 3,
-        width: int = 16,
-        groups: int = 2,
+        self, input_shape: tuple[int, ...], num_classes: int, blocks: int, width: int, groups: int
     ) -> None:
         super().__init__()
         c_in = int(input_shape[0])

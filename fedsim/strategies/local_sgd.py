@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from fedsim.models.base import Model
-from fedsim.strategies.base import ClientBatch, ClientOutput, ClientUpdate
+from fedsim.strategies.contract import ClientBatch, ClientOutput, ClientUpdate
 
 
 def local_sgd(

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from fedsim.options import ConfigError, build, check, finite, in_range, non_negative, positive
-from fedsim.strategies.base import ClientUpdate
+from fedsim.strategies.contract import ClientUpdate
 from fedsim.strategies.local_sgd import LocalSGD
 from fedsim.strategies.optimizers import ServerAdaptive, ServerOptimizer, ServerSGD
 

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 if TYPE_CHECKING:
-    from fedsim.strategies.base import Aggregate
+    from fedsim.strategies.contract import Aggregate
 
 
 class ServerOptimizer(ABC):

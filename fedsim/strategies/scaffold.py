@@ -18,14 +18,8 @@ import numpy as np
 
 from fedsim.options import check, finite, positive
 from fedsim.registry import STRATEGIES
-from fedsim.strategies.base import (
-    Aggregate,
-    ClientBatch,
-    ClientOutput,
-    ClientUpdate,
-    Payload,
-    Strategy,
-)
+from fedsim.strategies.base import Strategy
+from fedsim.strategies.contract import Aggregate, ClientBatch, ClientOutput, ClientUpdate, Payload
 from fedsim.strategies.local_sgd import local_steps, sgd_on
 from fedsim.strategies.optimizers import ServerSGD
 

@@ -13,6 +13,7 @@ import numpy as np
 from fedsim.options import ConfigError
 from fedsim.rng import Purpose, generator
 from fedsim.vertical.config import VerticalConfig
+from fedsim.vertical.logistic import sigmoid
 
 BANK_COLUMNS = ("income", "balance", "tenure_years", "utilisation", "late_payments")
 SHOP_COLUMNS = (
@@ -35,10 +36,6 @@ class Table:
     y: np.ndarray  # (n,) int8
 
 
-def _sigmoid(z: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-z))
-
-
 def credit(n: int, seed: int) -> Table:
     """Credit default among ``n`` customers of a bank who also shop at an e-commerce partner.
 
@@ -57,19 +54,19 @@ def credit(n: int, seed: int) -> Table:
         np.exp(10.5 + 0.35 * a - 0.15 * s + noise(0.3)),  # yearly income
         1000 * (1.5 - 0.8 * s + 0.4 * a + noise(1.0)),  # account balance
         np.clip(8 + 4 * a + noise(3.0), 0, None),  # years as a customer
-        _sigmoid(0.9 * s + 0.2 * c + noise(0.9)),  # credit-line utilisation
+        sigmoid(0.9 * s + 0.2 * c + noise(0.9)),  # credit-line utilisation
         rng.poisson(np.exp(-1.2 + 0.5 * s)).astype(float),  # late payments, last 12 months
     ]
     shop = [
         np.exp(5 + 0.5 * c + 0.2 * a + noise(0.4)),  # spend per month
         rng.poisson(np.exp(1 + 0.5 * c)).astype(float),
-        _sigmoid(-1.5 + 0.6 * c + noise(0.5)),
-        _sigmoid(-1 + 0.5 * s + 0.5 * c + noise(0.7)),
-        _sigmoid(-1 + 0.6 * s + 0.6 * c + noise(0.6)),
-        _sigmoid(0.5 * s + 0.3 * c - 0.2 * a + noise(0.8)),
+        sigmoid(-1.5 + 0.6 * c + noise(0.5)),
+        sigmoid(-1 + 0.5 * s + 0.5 * c + noise(0.7)),
+        sigmoid(-1 + 0.6 * s + 0.6 * c + noise(0.6)),
+        sigmoid(0.5 * s + 0.3 * c - 0.2 * a + noise(0.8)),
     ]
     logit = -2.2 + 1.1 * s + 1.0 * c - 0.6 * a + 0.5 * s * c
-    y = (rng.random(n) < _sigmoid(logit)).astype(np.int8)
+    y = (rng.random(n) < sigmoid(logit)).astype(np.int8)
     x = np.column_stack(bank + shop)
     return Table(_ids("C", n, seed), BANK_COLUMNS + SHOP_COLUMNS, x, y)
 

@@ -9,7 +9,6 @@ party's columns): the value of federating is the gap between them.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -53,11 +52,8 @@ class Job:
     order: list[int]
 
     def run(
-        self,
-        out: Path | None,
-        progress: bool,
-        on_round: Callable[[dict[str, Any]], None] | None,
-    ) -> tuple[pd.DataFrame, dict[str, Any], np.ndarray]:
+        self, out: Path | None, progress: bool, on_round: records.OnRound | None
+    ) -> records.Outcome:
         cfg, seed = self.cfg, self.experiment.seed
         profs = costs.profiles(cfg.parties, seed)
         ledger = costs.Ledger.of([profs[k] for k in self.order], cfg.mulmod_s)
@@ -69,18 +65,13 @@ class Job:
         xs_train, xs_test = _standardise(self.table.x, self.cols, train, test)
         y_train, y_test = self.table.y[train].astype(float), self.table.y[test].astype(float)
         model = self._model(self.cols, "federated")
-        bar = progress_bar(progress, cfg.epochs, self.experiment.name)
-        for epoch in range(1, cfg.epochs + 1):
-            loss, sim = self._epoch(model, xs_train, y_train, epoch, ledger)
+
+        def epoch(e: int) -> tuple[float, dict[str, float]]:
+            loss, sim = self._epoch(model, xs_train, y_train, e, ledger)
             sim += self._step_s(ledger, len(y_test), train=False)
-            metrics = records.evaluate(model.logits(xs_test), y_test)
-            log.record(epoch, sim, {"train_loss": loss, **metrics})
-            if bar is not None:
-                bar.set_postfix_str(f"auc={metrics['test_auc']:.3f}", refresh=False)
-                bar.update(1)
-        if bar is not None:
-            bar.close()
-        frame = log.frame()
+            return sim, {"train_loss": loss, **records.evaluate(model.logits(xs_test), y_test)}
+
+        frame = records.train(log, epoch, cfg.epochs, "test_auc", self.experiment.name, progress)
         summary = self._summary(frame, len(aligned), psi_s)
         summary.update(self._baselines(xs_train, y_train, xs_test, y_test))
         return frame, summary, model.parameters()
@@ -193,11 +184,3 @@ def _standardise(x: np.ndarray, cols: list[np.ndarray], train: np.ndarray, test:
         out_train.append((a - mu) / sd)
         out_test.append((b - mu) / sd)
     return out_train, out_test
-
-
-def progress_bar(enabled: bool, total: int, name: str) -> Any:
-    if not enabled:
-        return None
-    from tqdm import tqdm
-
-    return tqdm(total=total, desc=name, unit="epoch", dynamic_ncols=True)

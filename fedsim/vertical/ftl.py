@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from fedsim.vertical.logistic import signed_cross_entropy_and_residual
 from fedsim.vertical.splitnn import Adam, Params, bottom_backward, bottom_forward, init_bottom
 
 
@@ -69,8 +70,9 @@ def representation_gradients(
     u_a, y = u_all_a[batch_a], y_all[batch_a]
     phi = u_b @ phi_a
     diff = u_a - u_b
-    loss = float(np.mean(np.logaddexp(0.0, -y * phi)) + gamma * np.mean(np.sum(diff * diff, 1)))
-    dphi = -y / (1.0 + np.exp(y * phi)) / b  # d l1 / d phi, averaged over the batch
+    l1, residual = signed_cross_entropy_and_residual(phi, y)
+    loss = l1 + float(gamma * np.mean(np.sum(diff * diff, 1)))
+    dphi = residual / b  # d l1 / d phi, averaged over the batch
     d_ub = dphi[:, None] * phi_a[None, :] - (2.0 * gamma / b) * diff
     d_phi_a = dphi @ u_b
     d_ua = (y_all[:, None] / n_a) * d_phi_a[None, :]
@@ -138,8 +140,8 @@ class TargetAlone:
         """Mean logistic loss (labels in {-1, +1}) plus penalty, and the gradients."""
         u, cache = bottom_forward(self.net, x)
         logit = u @ self.head["W"] + self.head["b"]
-        loss = float(np.mean(np.logaddexp(0.0, -y * logit)))
-        dlogit = -y / (1.0 + np.exp(y * logit)) / len(y)
+        loss, residual = signed_cross_entropy_and_residual(logit, y)
+        dlogit = residual / len(y)
         grads = [bottom_backward(self.net, cache, np.outer(dlogit, self.head["W"])),
                  {"W": u.T @ dlogit, "b": np.asarray(dlogit.sum())}]  # fmt: skip
         pen, pen_grads = _penalty([self.net, self.head], self.lam)

@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from fedsim.options import ConfigError
+from fedsim.vertical.logistic import cross_entropy_and_residual
 
 PRECISION = 1e-10
 FLOAT_BYTES = 8
@@ -105,8 +106,7 @@ class HeteroLR:
     def gradients(self, xs: list[np.ndarray], y: np.ndarray) -> tuple[float, list, float]:
         """Loss, each party's weight gradient (passive ones through Paillier), bias gradient."""
         logit = self.logits(xs)
-        loss = float(np.mean(np.logaddexp(0.0, logit) - y * logit))
-        d = 1.0 / (1.0 + np.exp(-logit)) - y
+        loss, d = cross_entropy_and_residual(logit, y)
         if self.keys is None:
             sums = [x.T @ d for x in xs]
         else:

@@ -1,4 +1,5 @@
-"""What a vertical run records: rounds.csv columns (one row per epoch), AUC, the summary.
+"""What a vertical run records: rounds.csv columns (one row per epoch), AUC, the summary, and
+the epoch loop that records them.
 
 Round 0 is the ID alignment (private set intersection); round e >= 1 is training epoch e and
 the evaluation after it. ``selected`` and ``completed`` count the parties (every party takes
@@ -20,6 +21,14 @@ import numpy as np
 import pandas as pd
 
 from fedsim.metrics import ROUND_COLUMNS, Recorder
+from fedsim.vertical.logistic import cross_entropy
+
+#: What the runner passes to see each round's row as it is recorded.
+OnRound = Callable[[dict[str, Any]], None]
+#: What a run returns to the runner: rounds.csv as a frame, the summary, the final parameters.
+Outcome = tuple[pd.DataFrame, dict[str, Any], np.ndarray]
+#: One training epoch (numbered from 1): its simulated seconds and the metrics after it.
+Epoch = Callable[[int], tuple[float, dict[str, float]]]
 
 
 def columns(parties: list[str]) -> list[str]:
@@ -40,7 +49,7 @@ def auc(y: np.ndarray, score: np.ndarray) -> float:
 
 def evaluate(logits: np.ndarray, y: np.ndarray) -> dict[str, float]:
     """Test loss (mean binary cross-entropy), accuracy at probability 0.5, and AUC."""
-    loss = float(np.mean(np.logaddexp(0.0, logits) - y * logits))
+    loss = cross_entropy(logits, y)
     acc = float(np.mean((logits > 0) == (y == 1)))
     return {"test_loss": loss, "test_accuracy": acc, "test_auc": auc(y, logits)}
 
@@ -125,7 +134,7 @@ class Log:
         out: Path | None,
         parties: list[str],
         ledger: Any,
-        on_round: Callable[[dict[str, Any]], None] | None,
+        on_round: OnRound | None,
     ) -> None:
         """``ledger``: the run's :class:`fedsim.vertical.costs.Ledger`."""
         self.recorder = Recorder(out, client_records=False, columns=columns(parties))
@@ -141,3 +150,33 @@ class Log:
 
     def frame(self) -> pd.DataFrame:
         return self.recorder.rounds_frame()
+
+
+def train(
+    log: Log, epoch: Epoch, epochs: int, shown: str, name: str, progress: bool
+) -> pd.DataFrame:
+    """Rounds 1..``epochs``, one ``epoch`` each, recorded in ``log``; rounds.csv as a frame.
+
+    With ``progress`` a bar named ``name`` shows the metric ``shown`` after each epoch.
+    """
+    bar = progress_bar(progress, epochs, name)
+    for e in range(1, epochs + 1):
+        sim, metrics = epoch(e)
+        log.record(e, sim, metrics)
+        if bar is not None:
+            bar.set_postfix_str(
+                f"{shown.removeprefix('test_')}={metrics[shown]:.3f}", refresh=False
+            )
+            bar.update(1)
+    if bar is not None:
+        bar.close()
+    return log.frame()
+
+
+def progress_bar(enabled: bool, total: int, name: str) -> Any:
+    """A tqdm bar over ``total`` epochs, or None when not ``enabled``."""
+    if not enabled:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=name, unit="epoch", dynamic_ncols=True)

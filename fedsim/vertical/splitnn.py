@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from fedsim.vertical.logistic import cross_entropy_and_residual
+
 Params = dict[str, np.ndarray]
 FLOAT_BYTES = 4  # embeddings and their gradients travel as float32
 
@@ -55,8 +57,8 @@ def top_step(p: Params, embs: list[np.ndarray], y: np.ndarray) -> tuple[float, P
     pre = z @ p["W3"] + p["b3"]
     a = np.maximum(pre, 0.0)
     logit = (a @ p["W4"] + p["b4"])[:, 0]
-    loss = float(np.mean(np.logaddexp(0.0, logit) - y * logit))
-    dlogit = (1.0 / (1.0 + np.exp(-logit)) - y)[:, None] / len(y)
+    loss, residual = cross_entropy_and_residual(logit, y)
+    dlogit = residual[:, None] / len(y)
     da = (dlogit @ p["W4"].T) * (pre > 0)
     grads = {"W3": z.T @ da, "b3": da.sum(0), "W4": a.T @ dlogit, "b4": dlogit.sum(0)}
     dz = da @ p["W3"].T

@@ -13,7 +13,6 @@ in the place of the active party.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,7 +23,7 @@ import pandas as pd
 from fedsim.config import ExperimentConfig
 from fedsim.rng import Purpose, generator
 from fedsim.vertical import costs, records
-from fedsim.vertical.experiment import align_ids, progress_bar
+from fedsim.vertical.experiment import align_ids
 from fedsim.vertical.ftl import FTL, TargetAlone
 from fedsim.vertical.transfer_config import TransferConfig
 from fedsim.vertical.transfer_data import PartyData, party_data, standardise
@@ -50,11 +49,8 @@ class Job:
         return [p.name for p in self.cfg.parties]
 
     def run(
-        self,
-        out: Path | None,
-        progress: bool,
-        on_round: Callable[[dict[str, Any]], None] | None,
-    ) -> tuple[pd.DataFrame, dict[str, Any], np.ndarray]:
+        self, out: Path | None, progress: bool, on_round: records.OnRound | None
+    ) -> records.Outcome:
         cfg, seed = self.cfg, self.experiment.seed
         ledger = costs.Ledger.of(costs.profiles(cfg.parties, seed), cfg.mulmod_s)
         log = records.Log(out, self.names, ledger, on_round)
@@ -66,21 +62,18 @@ class Job:
         x_test, y_test = x_b[test], self.target.y[test] > 0
         model = FTL((x_a.shape[1], x_b.shape[1]), cfg.hidden, cfg.embedding, cfg.learning_rate,
                     cfg.l2, cfg.gamma, generator(seed, Purpose.TRANSFER_INIT, 0))  # fmt: skip
-        bar = progress_bar(progress, cfg.epochs, self.experiment.name)
-        for epoch in range(1, cfg.epochs + 1):
+
+        def epoch(e: int) -> tuple[float, dict[str, float]]:
             loss, sim = 0.0, 0.0
-            for b in self._batches(epoch, len(pos_a)):
+            for b in self._batches(e, len(pos_a)):
                 loss += model.step(x_a, y_a, pos_a[b], x_b[pos_b[b]]) * len(b)
                 sim += costs.ftl_step_s(ledger, self.names, len(y_a), len(b), cfg.embedding, True)
             sim += costs.ftl_step_s(ledger, self.names, len(y_a), len(test), cfg.embedding, False)
             metrics = records.evaluate(model.scores(model.phi_a(x_a, y_a), x_test), y_test)
-            log.record(epoch, sim, {"train_loss": loss / len(pos_a), **metrics})
-            if bar is not None:
-                bar.set_postfix_str(f"acc={metrics['test_accuracy']:.3f}", refresh=False)
-                bar.update(1)
-        if bar is not None:
-            bar.close()
-        frame = log.frame()
+            return sim, {"train_loss": loss / len(pos_a), **metrics}
+
+        shown = "test_accuracy"
+        frame = records.train(log, epoch, cfg.epochs, shown, self.experiment.name, progress)
         summary = self._summary(frame, len(pos_a), psi_s)
         summary.update(self._baseline(x_b[pos_b], y_a[pos_a], x_test, y_test))
         return frame, summary, model.parameters()
