@@ -54,6 +54,9 @@ class Purpose(IntEnum):
     # the stream it has always drawn from (committed results depend on it); normal() refuses
     # STRAGGLER, whose second uniform this stream would be.
     STRAGGLER_EPOCHS = 1013
+    # Async fallback: the order in which busy-filtered candidates are picked. Its value,
+    # ASYNC_PICK + 1000, is the stream it has always drawn from (as STRAGGLER_EPOCHS above).
+    ASYNC_PICK_ORDER = 1021
 
 
 # normal() keys its second uniform by purpose + this offset: a purpose whose offset stream is

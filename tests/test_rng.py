@@ -12,13 +12,16 @@ from fedsim.rng import NORMAL_OFFSET, Purpose, normal, uniform
 def test_every_purpose_has_its_own_value_and_normal_never_reuses_another_stream():
     values = [int(p) for p in Purpose] + [int(p) for p in PrivacyPurpose]
     assert len(values) == len(set(values))
-    # The one purpose at an offset stream is the straggler-epochs draw (kept for its results):
-    # normal() refuses the purpose whose second uniform it would be; every other purpose draws.
+    # The purposes at an offset stream are the straggler-epochs draw and the async pick order
+    # (kept for their results): normal() refuses the purposes whose second uniform they would
+    # be; every other purpose draws.
     shared = {v for v in values if v + NORMAL_OFFSET in values}
-    assert shared == {int(Purpose.STRAGGLER)}
+    assert shared == {int(Purpose.STRAGGLER), int(Purpose.ASYNC_PICK)}
     ids = np.arange(10)
     with pytest.raises(ValueError, match="STRAGGLER_EPOCHS"):
         normal(0, 1, Purpose.STRAGGLER, ids)
+    with pytest.raises(ValueError, match="ASYNC_PICK_ORDER"):
+        normal(0, 1, Purpose.ASYNC_PICK, ids)
     for p in set(values) - shared:
         assert normal(0, 1, p, ids).shape == (10,)
 

@@ -230,7 +230,7 @@ class AsyncServer(Server):
             return np.sort(cand)
         pool = pop.select(key, t, count + int(busy.sum()))
         pool = pool[~busy[pool]]
-        order = np.lexsort((pool, uniform(pop.seed, key, Purpose.ASYNC_PICK + 1000, pool)))
+        order = np.lexsort((pool, uniform(pop.seed, key, Purpose.ASYNC_PICK_ORDER, pool)))
         return np.sort(pool[order[:count]])
 
     def _add(self, f: _Flight) -> None:
