@@ -190,7 +190,7 @@ def _rounds(
         if calls.round_start(done + 1):
             break
         try:
-            result = session.round()
+            result = session.round(calls.evaluations(done + 1))
         except WorkerFailedError:
             # The server state is still that of the last completed round.
             if state.saved < done:

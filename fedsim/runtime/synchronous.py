@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Iterable
 from dataclasses import replace
 from typing import Any
 
@@ -19,7 +20,14 @@ from fedsim.clock import plan_round
 from fedsim.config import Config
 from fedsim.data.base import FederatedDataset
 from fedsim.errors import DivergedError
-from fedsim.evaluation import CLIENT_ACC_COLUMNS
+from fedsim.evaluation import (
+    CLIENT_ACC_COLUMNS,
+    CLIENTS,
+    TEST,
+    TRAIN,
+    Schedule,
+    check_evaluations,
+)
 from fedsim.faults import ClientFaults
 from fedsim.models.base import Model
 from fedsim.pipeline.base import Pipeline, Stage
@@ -30,6 +38,7 @@ from fedsim.privacy.rounds import ServerPrivacy
 from fedsim.runtime.client_state import ClientStateStore
 from fedsim.runtime.executors import Executor
 from fedsim.runtime.round_records import (
+    PhaseTimer,
     RoundData,
     RoundResult,
     client_records,
@@ -106,20 +115,29 @@ class Server(ServerState):
             name: ClientStateStore(P if w < 0 else w) for name, w in widths.items()
         }
 
-    async def run_round(self, cohort: np.ndarray | None = None, **context: Any) -> RoundResult:
+    async def run_round(
+        self,
+        cohort: np.ndarray | None = None,
+        evaluate: Iterable[str] | None = None,
+        **context: Any,
+    ) -> RoundResult:
         """Run the next round; the model is unchanged if too few clients report.
 
-        ``cohort`` (sorted distinct client ids) replaces the selection; ``context`` overrides
-        fields of the round's :class:`RoundContext` (e.g. ``learning_rate``).
+        ``cohort`` (sorted distinct client ids) replaces the selection; ``evaluate`` names the
+        evaluations to run after the round (:data:`fedsim.evaluation.EVALUATIONS`; None: the
+        ``[server]`` schedule); ``context`` overrides fields of the round's
+        :class:`RoundContext` (e.g. ``learning_rate``).
         """
         t0 = time.perf_counter()
+        timer = PhaseTimer(self.cfg.runtime.profile)
         r = self.round + 1
         ids, draws = self._select(r) if cohort is None else (cohort, None)
         rnd = self._plan(r, ids, draws)
         rnd.context = context
         rnd.times["server_s"] = time.perf_counter() - t0
+        timer.mark("select_plan")
         if not rnd.failed:
-            results = await self._client_work(rnd)
+            results = await self._client_work(rnd, timer)
             agg = self._aggregate(rnd, results)
             if agg is not None:
                 self._server_step(rnd.r, rnd.train_loss, agg)
@@ -131,7 +149,9 @@ class Server(ServerState):
         self.sim_time_s += duration_s
         self.cum_bytes_down += bytes_down
         self.cum_bytes_up += bytes_up
-        evals = self._evaluate(rnd.r)
+        timer.mark("aggregate")
+        evals = self._evaluate(self._due(rnd.r, evaluate))
+        timer.mark("evaluate")
         rnd.times["wall_time_s"] = time.perf_counter() - t0
         totals = {
             "sim_time_s": self.sim_time_s,
@@ -139,10 +159,13 @@ class Server(ServerState):
             "cum_bytes_up": self.cum_bytes_up,
         }
         secagg = self.privacy is not None and self.privacy.opts.secure_aggregation
-        return RoundResult(
+        result = RoundResult(
             round_record(rnd, totals, duration_s, bytes_down, bytes_up, evals, self.privacy),
             client_records(rnd, self.population, self.faults, self.upload_bytes, secagg),
         )
+        timer.mark("record")
+        result.phases = timer.result()
+        return result
 
     # -- the stages ----------------------------------------------------------------------
 
@@ -201,7 +224,7 @@ class Server(ServerState):
         rnd.failed = int(np.count_nonzero(plan.contributes)) < srv.min_completed
         return rnd
 
-    async def _client_work(self, rnd: RoundData) -> list[ChunkResult]:
+    async def _client_work(self, rnd: RoundData, timer: PhaseTimer) -> list[ChunkResult]:
         """Train the contributors in chunks on the executor; store their new client state."""
         plan, mask = rnd.plan, rnd.plan.contributes
         chunks = make_chunks(
@@ -215,6 +238,7 @@ class Server(ServerState):
             c.state.update({k: s.get(c.client_ids) for k, s in self.client_state.items()})
         rnd.w_sent = self.broadcast.model(self.w)
         ctx = replace(self.round_context(rnd.r), **rnd.context)
+        timer.mark("broadcast")
         results = await self.executor.train(ctx, rnd.w_sent, chunks, self._pipeline(rnd))
         for res in results:  # chunk order: every sum below is independent of scheduling
             rows = np.searchsorted(plan.ids, res.client_ids)
@@ -223,6 +247,7 @@ class Server(ServerState):
             rnd.unclipped += res.stats.get(UNCLIPPED, 0)
             for name, new in res.state.items():
                 self.client_state[name].put(res.client_ids, new)
+        timer.mark("train")
         return results
 
     def _aggregate(self, rnd: RoundData, results: list[ChunkResult]) -> Aggregate | None:
@@ -283,18 +308,23 @@ class Server(ServerState):
             )
         self.w = w_next
 
-    def _evaluate(self, r: int) -> dict[str, float]:
-        """The evaluations due this round (test set, global objective, per-client spread)."""
-        srv = self.cfg.server
+    def _due(self, r: int, evaluate: Iterable[str] | None) -> tuple[str, ...]:
+        """The evaluations to run after round ``r``: those asked for, or the config's."""
+        if evaluate is None:
+            return Schedule.from_config(self.cfg.server).due(r)
+        return check_evaluations(evaluate, "evaluate")
+
+    def _evaluate(self, due: tuple[str, ...]) -> dict[str, float]:
+        """Run the evaluations named in ``due``; the columns of the others are NaN."""
         out = dict.fromkeys(
             (*_TEST_KEYS, "global_train_loss", "global_train_accuracy", *CLIENT_ACC_COLUMNS),
             math.nan,
         )
-        if (srv.eval_every and r % srv.eval_every == 0) or r == srv.rounds:
+        if TEST in due:
             out.update(self.evaluate())
-            if srv.eval_train:
-                out["global_train_loss"], out["global_train_accuracy"] = self.evaluate_train()
-        if srv.client_eval_every and (r % srv.client_eval_every == 0 or r == srv.rounds):
+        if TRAIN in due:
+            out["global_train_loss"], out["global_train_accuracy"] = self.evaluate_train()
+        if CLIENTS in due:
             out.update(self.evaluate_clients())
         return out
 
