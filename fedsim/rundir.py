@@ -38,6 +38,7 @@ STATE_FILE = "state.json"
 LOCK_FILE = "lock"
 TENSORBOARD_DIR = "tensorboard"
 MLFLOW_DIR = "mlruns"
+PROFILE_FILE = "profile.csv"
 
 #: Every name fedsim writes at the top of a run folder.
 RUN_ENTRIES = frozenset(
@@ -51,6 +52,7 @@ RUN_ENTRIES = frozenset(
         CHECKPOINT_DIR,
         TENSORBOARD_DIR,
         MLFLOW_DIR,
+        PROFILE_FILE,
     }
 )
 
@@ -244,7 +246,7 @@ def _remove_run_files(path: Path, *, keep_checkpoint: bool = False) -> None:
     """Delete what fedsim writes in ``path`` (the lock file stays while it is held)."""
     import shutil
 
-    for name in (ROUNDS_FILE, CLIENTS_FILE, SUMMARY_FILE, PARTITION_FILE):
+    for name in (ROUNDS_FILE, CLIENTS_FILE, SUMMARY_FILE, PARTITION_FILE, PROFILE_FILE):
         (path / name).unlink(missing_ok=True)
     for folder in (PLOTS_DIR, TENSORBOARD_DIR, MLFLOW_DIR):
         shutil.rmtree(path / folder, ignore_errors=True)
@@ -279,6 +281,18 @@ def write_bytes(path: Path, data: bytes, *, durable: bool = False) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def append_bytes(path: Path, data: bytes) -> int:
+    """Append ``data`` to ``path`` (created if missing), flushed; return the file's new size.
+
+    Record files grow this way, a round's rows at a time; the size returned is what a
+    checkpoint records to cut the file back to on resume.
+    """
+    with Path(path).open("ab") as f:
+        f.write(data)
+        f.flush()
+        return os.fstat(f.fileno()).st_size
 
 
 def write_text(path: Path, text: str) -> None:
