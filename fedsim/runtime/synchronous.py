@@ -13,21 +13,12 @@ from dataclasses import replace
 from typing import Any
 
 import numpy as np
-from threadpoolctl import threadpool_limits
 
 from fedsim.aggregators.base import Aggregator, MeanAggregator, PerClientAggregator
 from fedsim.clock import plan_round
 from fedsim.config import Config
 from fedsim.data.base import FederatedDataset
 from fedsim.errors import DivergedError
-from fedsim.evaluation import (
-    CLIENT_ACC_COLUMNS,
-    CLIENTS,
-    TEST,
-    TRAIN,
-    Schedule,
-    check_evaluations,
-)
 from fedsim.faults import ClientFaults
 from fedsim.models.base import Model
 from fedsim.pipeline.base import Pipeline, Stage
@@ -46,12 +37,10 @@ from fedsim.runtime.round_records import (
     round_record,
     tier_names,
 )
+from fedsim.runtime.server_evaluation import ServerEvaluation
 from fedsim.runtime.server_state import ServerState
 from fedsim.runtime.work import ChunkResult, make_chunks
 from fedsim.strategies.base import Aggregate, RoundContext, Strategy
-
-#: The test-set scores a round may record (the model's task decides which are filled).
-_TEST_KEYS = ("test_accuracy", "test_loss", "test_mae", "test_rmse")
 
 
 def round_context(
@@ -69,7 +58,7 @@ def round_context(
     )
 
 
-class Server(ServerState):
+class Server(ServerState, ServerEvaluation):
     """Runs synchronous rounds in simulated time; state is the model, the clock and counters."""
 
     def __init__(
@@ -97,7 +86,6 @@ class Server(ServerState):
         self.sim_time_s = 0.0
         self.cum_bytes_down = 0
         self.cum_bytes_up = 0
-        self._train_eval: tuple[np.ndarray, np.ndarray] | None = None
         p = cfg.privacy
         self.privacy: ServerPrivacy | None = None
         if p.enabled or p.secure_aggregation:
@@ -308,26 +296,6 @@ class Server(ServerState):
             )
         self.w = w_next
 
-    def _due(self, r: int, evaluate: Iterable[str] | None) -> tuple[str, ...]:
-        """The evaluations to run after round ``r``: those asked for, or the config's."""
-        if evaluate is None:
-            return Schedule.from_config(self.cfg.server).due(r)
-        return check_evaluations(evaluate, "evaluate")
-
-    def _evaluate(self, due: tuple[str, ...]) -> dict[str, float]:
-        """Run the evaluations named in ``due``; the columns of the others are NaN."""
-        out = dict.fromkeys(
-            (*_TEST_KEYS, "global_train_loss", "global_train_accuracy", *CLIENT_ACC_COLUMNS),
-            math.nan,
-        )
-        if TEST in due:
-            out.update(self.evaluate())
-        if TRAIN in due:
-            out["global_train_loss"], out["global_train_accuracy"] = self.evaluate_train()
-        if CLIENTS in due:
-            out.update(self.evaluate_clients())
-        return out
-
     # -- what a round costs and what it records ---------------------------------------------
 
     @property
@@ -356,35 +324,6 @@ class Server(ServerState):
     def tier_names(self, ids: np.ndarray) -> np.ndarray:
         """Each client's device tier name (clients.csv's ``tier``)."""
         return tier_names(self.population, ids)
-
-    def evaluate(self) -> dict[str, float]:
-        """The global model's scores on the central test set, keyed ``test_<score>``."""
-        x, y = self.dataset.test_set()
-        with threadpool_limits(limits=1):
-            found = self.model.metrics(self.w, x, y)
-        return {f"test_{k}": v for k, v in found.items()}
-
-    def evaluate_clients(self) -> dict[str, float]:
-        """Percentiles of per-client accuracy over a fixed sample of clients (fairness)."""
-        from fedsim.evaluation import client_accuracy_percentiles, sample_eval_clients
-
-        srv = self.cfg.server
-        ids = sample_eval_clients(
-            self.cfg.experiment.seed, self.dataset.num_clients, srv.client_eval_clients
-        )
-        with threadpool_limits(limits=1):
-            found = client_accuracy_percentiles(self.model, self.w, self.dataset, ids)
-        # Same columns whichever data the dataset offers; the README says which is used.
-        prefix = "client_acc" if "client_acc_p50" in found else "client_train_acc"
-        return {key: found[key.replace("client_acc", prefix)] for key in CLIENT_ACC_COLUMNS}
-
-    def evaluate_train(self) -> tuple[float, float]:
-        """(loss, accuracy) of the global model on training data: the global objective."""
-        if self._train_eval is None:
-            self._train_eval = self.dataset.train_eval_set()
-        x, y = self._train_eval
-        with threadpool_limits(limits=1):
-            return self.model.evaluate(self.w, x, y)
 
     def get_model(self) -> np.ndarray:
         return self.w
