@@ -23,7 +23,7 @@ from fedsim.errors import WorkerFailedError
 from fedsim.experiment import Experiment, RunInterrupted, RunResult, run_summary
 from fedsim.metrics import Recorder
 from fedsim.options import ConfigError
-from fedsim.profiling import Profile
+from fedsim.profiling import Profile, check_profile
 from fedsim.rundir import CONFIG_FILE, PARTITION_FILE, SUMMARY_FILE
 from fedsim.runtime.session import Session, open_session
 
@@ -94,6 +94,7 @@ def execute(
 ) -> RunResult:
     """Run (or continue from ``ckpt``) the rounds of a validated experiment."""
     check_loggers(exp.cfg, out)
+    check_profile(exp.cfg, out)
     calls = CallbackList(callbacks)
     try:
         return _execute(exp, out, ckpt, calls, write_partition)
@@ -128,7 +129,7 @@ def _execute(
         run = RunContext(cfg, out, done, recorder.rounds)
         calls.callbacks.append(Checkpointing(state, cfg.runtime.checkpoint_every))
         calls.run_start(run)
-        profile = Profile(out, done) if cfg.runtime.profile else None
+        profile = Profile(out, done) if out is not None and cfg.runtime.profile else None
         with _StopSignals() as stop:
             run.signals = stop
             done = _rounds(session, recorder, calls, state, done, profile)

@@ -15,12 +15,14 @@ from pathlib import Path
 import pandas as pd
 
 from fedsim import rundir
+from fedsim.config import Config
 from fedsim.metrics import FLOAT_FORMAT
+from fedsim.options import ConfigError
 from fedsim.rundir import PROFILE_FILE
 from fedsim.runtime.round_records import SERVER_PHASES
 from fedsim.tables import markdown_table
 
-__all__ = ["PHASES", "PROFILE_COLUMNS", "Profile", "phase_table"]
+__all__ = ["PHASES", "PROFILE_COLUMNS", "Profile", "check_profile", "phase_table"]
 
 #: The phases of a round profile.csv times, in the order they run.
 PHASES = (*SERVER_PHASES, "callbacks", "checkpoint")
@@ -29,35 +31,49 @@ PROFILE_COLUMNS = ["round", *(f"{p}_s" for p in PHASES), "total_s"]
 OTHER = "other (transport, loop)"
 
 
+def check_profile(cfg: Config, out: Path | None) -> None:
+    """ConfigError if ``runtime.profile`` is on for a run without a folder to write into."""
+    if cfg.runtime.profile and out is None:
+        raise ConfigError(
+            "runtime.profile: writes profile.csv into the run folder; give the run one"
+        )
+
+
 class Profile:
-    """Appends each round's phase times to ``<out>/profile.csv`` (kept in memory without one).
+    """Appends each round's phase times to ``<out>/profile.csv``, as rounds.csv grows.
 
     A resumed run first drops the rows of rounds after its checkpoint's ``start_round``: those
-    rounds run again and are timed again.
+    rounds run again and are timed again. A file that is not a profile is started anew.
     """
 
-    def __init__(self, out: Path | None, start_round: int) -> None:
-        self.path = out / PROFILE_FILE if out is not None else None
-        self.rows: list[dict[str, float]] = []
-        if self.path is not None and self.path.exists():
-            kept = pd.read_csv(self.path)
-            kept = kept[kept["round"] <= start_round].reindex(columns=PROFILE_COLUMNS)
-            self.rows = kept.to_dict("records")
-            rundir.write_text(self.path, kept.to_csv(index=False, lineterminator="\n"))
+    def __init__(self, out: Path, start_round: int) -> None:
+        self.path = out / PROFILE_FILE
+        self._has_header = False
+        if self.path.exists():
+            try:
+                kept = pd.read_csv(self.path)
+                kept = kept[kept["round"] <= start_round].reindex(columns=PROFILE_COLUMNS)
+            except (KeyError, ValueError, pd.errors.ParserError):
+                self.path.unlink()
+                return
+            text = kept.to_csv(index=False, float_format=FLOAT_FORMAT, lineterminator="\n")
+            rundir.write_text(self.path, text)
+            self._has_header = True
 
     def add(
         self, round_: int, server: Mapping[str, float] | None, loop: Mapping[str, float]
     ) -> None:
         """Record round ``round_``: the server's phase times, and the loop's with ``total``."""
-        row: dict[str, float] = {"round": round_}
-        for phase in PHASES:
-            row[f"{phase}_s"] = (server or {}).get(phase, 0.0) + loop.get(phase, 0.0)
-        row["total_s"] = loop["total"]
-        self.rows.append(row)
-        if self.path is not None:
-            values = [str(int(round_))] + [FLOAT_FORMAT % row[c] for c in PROFILE_COLUMNS[1:]]
-            header = "" if self.path.exists() else ",".join(PROFILE_COLUMNS) + "\n"
-            rundir.append_bytes(self.path, (header + ",".join(values) + "\n").encode())
+        both = [server or {}, loop]
+        times = [sum(part.get(phase, 0.0) for part in both) for phase in PHASES]
+        values = [
+            str(int(round_)),
+            *(FLOAT_FORMAT % t for t in times),
+            FLOAT_FORMAT % loop["total"],
+        ]
+        header = "" if self._has_header else ",".join(PROFILE_COLUMNS) + "\n"
+        rundir.append_bytes(self.path, (header + ",".join(values) + "\n").encode())
+        self._has_header = True
 
 
 def phase_table(frame: pd.DataFrame, top: int = len(PHASES) + 1) -> str:

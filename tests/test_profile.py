@@ -11,6 +11,7 @@ from helpers import SMALL, small_config
 import fedsim
 from fedsim.callbacks import Callback
 from fedsim.cli import main
+from fedsim.options import ConfigError
 from fedsim.profiling import PHASES, PROFILE_COLUMNS, phase_table
 
 TIMING = ["server_s", "train_s", "wall_time_s"]
@@ -54,8 +55,9 @@ def test_profile_is_off_by_default_and_writes_no_file(tmp_path):
 
 
 def test_results_with_profile_are_identical_to_results_without(tmp_path):
-    plain = fedsim.run(small_config("server.rounds=3"))
-    timed = fedsim.run(small_config("server.rounds=3", "runtime.profile=true"))
+    plain = fedsim.run(small_config("server.rounds=3"), out_dir=tmp_path / "plain")
+    cfg = small_config("server.rounds=3", "runtime.profile=true")
+    timed = fedsim.run(cfg, out_dir=tmp_path / "timed")
     pd.testing.assert_frame_equal(plain.rounds.drop(columns=TIMING),
                                   timed.rounds.drop(columns=TIMING))  # fmt: skip
     pd.testing.assert_frame_equal(plain.clients, timed.clients)
@@ -112,3 +114,16 @@ def test_the_profile_flag_sets_the_key_and_prints_the_phases(tmp_path, capsys):
     assert "where the time went: 2 rounds" in printed and "| train |" in printed
     assert tomllib.loads((out / "config.toml").read_text())["runtime"]["profile"] is True
     _check_rows(_profile(out), 2)
+
+
+def test_profile_without_a_run_folder_is_refused_naming_the_key():
+    with pytest.raises(ConfigError, match=r"^runtime\.profile: writes profile\.csv"):
+        fedsim.run(small_config("server.rounds=2", "runtime.profile=true"))
+
+
+def test_a_damaged_profile_is_started_anew_on_resume(tmp_path):
+    out = tmp_path / "run"
+    fedsim.run(small_config("server.rounds=2", "runtime.profile=true"), out_dir=out)
+    (out / "profile.csv").write_text("not,a\nprofile,\n")
+    fedsim.resume(out, overrides=["server.rounds=3"])
+    assert _profile(out)["round"].tolist() == [3]
