@@ -152,3 +152,46 @@ def test_a_user_schedule_on_ray_equals_the_builtin_one_locally(tmp_path, ray_ses
     pd.testing.assert_frame_equal(
         local.rounds.drop(columns=TIMING), on_ray.rounds.drop(columns=TIMING)
     )
+
+
+class _CountingActor:
+    """Stands for the server actor and counts the remote calls made to it, by method."""
+
+    def __init__(self, actor, counts: dict[str, int]) -> None:
+        self.actor, self.counts = actor, counts
+
+    def __getattr__(self, name: str):
+        method, counts = getattr(self.actor, name), self.counts
+
+        class Method:
+            def remote(self, *args, **kwargs):
+                counts[name] = counts.get(name, 0) + 1
+                return method.remote(*args, **kwargs)
+
+        return Method()
+
+
+def test_evaluating_every_round_on_ray_costs_no_extra_call_to_the_server(
+    tmp_path, ray_session, monkeypatch
+):
+    from fedsim.runtime import session as session_mod
+
+    counts: dict[str, dict[str, int]] = {}
+    opened, closed = session_mod.RaySession.__init__, session_mod.RaySession.close
+
+    def open_counting(self, exp) -> None:
+        opened(self, exp)
+        self.actor = _CountingActor(self.actor, counts.setdefault(str(len(counts)), {}))
+
+    def close_counting(self) -> None:
+        self.actor = self.actor.actor
+        closed(self)
+
+    monkeypatch.setattr(session_mod.RaySession, "__init__", open_counting)
+    monkeypatch.setattr(session_mod.RaySession, "close", close_counting)
+    ray = ('runtime.backend="ray"', "runtime.workers=1", "server.rounds=4")
+    fedsim.run(small_config(*ray, "server.eval_every=0"))
+    fedsim.run(small_config(*ray, "server.eval_every=1", "server.eval_train=true",
+                            "server.client_eval_every=1"))  # fmt: skip
+    assert counts["0"] == counts["1"]
+    assert counts["0"]["run_round"] == 4 and counts["0"].get("get_model", 0) == 1
