@@ -32,13 +32,13 @@ ROUNDS_FILE = "rounds.csv"
 CLIENTS_FILE = "clients.csv"
 PARTITION_FILE = "partition.csv"
 SUMMARY_FILE = "summary.json"
+PROFILE_FILE = "profile.csv"
 PLOTS_DIR = "plots"
 CHECKPOINT_DIR = "checkpoint"
 STATE_FILE = "state.json"
 LOCK_FILE = "lock"
 TENSORBOARD_DIR = "tensorboard"
 MLFLOW_DIR = "mlruns"
-PROFILE_FILE = "profile.csv"
 
 #: Every name fedsim writes at the top of a run folder.
 RUN_ENTRIES = frozenset(
@@ -48,11 +48,11 @@ RUN_ENTRIES = frozenset(
         CLIENTS_FILE,
         PARTITION_FILE,
         SUMMARY_FILE,
+        PROFILE_FILE,
         PLOTS_DIR,
         CHECKPOINT_DIR,
         TENSORBOARD_DIR,
         MLFLOW_DIR,
-        PROFILE_FILE,
     }
 )
 
