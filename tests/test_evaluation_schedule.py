@@ -97,6 +97,27 @@ def test_builtin_schedule_and_equal_user_schedules_write_identical_files(tmp_pat
         assert _sha(out / "clients.csv") == _sha(builtin / "clients.csv")
 
 
+#: Scores of the small config with eval_every = 3, eval_train and client_eval_every = 2 over 7
+#: rounds, as rounds.csv held them (10 significant digits) when the server still decided the
+#: schedule itself (commit aabf819, before the schedule became a callback).
+BEFORE = {
+    "test_accuracy": {3: 0.231884058, 6: 0.3007246377, 7: 0.2644927536},
+    "test_loss": {3: 2.182100875, 6: 2.121130619, 7: 2.140912485},
+    "global_train_loss": {3: 2.177080842, 6: 2.117902695, 7: 2.137282565},
+    "global_train_accuracy": {3: 0.2350515464, 6: 0.2787628866, 7: 0.2622680412},
+    "client_acc_mean": {2: 0.1194453774, 4: 0.2013607187, 6: 0.2212691586, 7: 0.2146492153},
+}
+
+
+def test_scores_are_those_recorded_before_the_schedule_became_a_callback(tmp_path):
+    fedsim.run(small_config(*EVERY_3, "server.client_eval_every=2"), out_dir=tmp_path / "a")
+    rounds = _rounds_csv(tmp_path / "a").set_index("round")
+    for column, expected in BEFORE.items():
+        found = rounds[column].dropna()
+        assert list(found.index) == list(expected), column
+        assert found.tolist() == pytest.approx(list(expected.values()), rel=1e-9, abs=0), column
+
+
 def test_an_added_evaluation_scores_the_model_of_its_round(tmp_path):
     # Round 2 of a 5-round run, scored on request, equals the last round of a 2-round run.
     five = fedsim.run(
