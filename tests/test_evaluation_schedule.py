@@ -192,7 +192,7 @@ class _CountingActor:
         return Method()
 
 
-def test_evaluating_every_round_on_ray_costs_no_extra_call_to_the_server(
+def test_evaluating_and_profiling_every_round_on_ray_cost_no_extra_call_to_the_server(
     tmp_path, ray_session, monkeypatch
 ):
     from fedsim.runtime import session as session_mod
@@ -211,8 +211,11 @@ def test_evaluating_every_round_on_ray_costs_no_extra_call_to_the_server(
     monkeypatch.setattr(session_mod.RaySession, "__init__", open_counting)
     monkeypatch.setattr(session_mod.RaySession, "close", close_counting)
     ray = ('runtime.backend="ray"', "runtime.workers=1", "server.rounds=4")
-    fedsim.run(small_config(*ray, "server.eval_every=0"))
-    fedsim.run(small_config(*ray, "server.eval_every=1", "server.eval_train=true",
-                            "server.client_eval_every=1"))  # fmt: skip
+    fedsim.run(small_config(*ray, "server.eval_every=0"), out_dir=tmp_path / "quiet")
+    # Evaluating everything every round, and timing every phase: the same calls.
+    busy = ("server.eval_every=1", "server.eval_train=true", "server.client_eval_every=1",
+            "runtime.profile=true")  # fmt: skip
+    fedsim.run(small_config(*ray, *busy), out_dir=tmp_path / "busy")
     assert counts["0"] == counts["1"]
     assert counts["0"]["run_round"] == 4 and counts["0"].get("get_model", 0) == 1
+    assert len(pd.read_csv(tmp_path / "busy" / "profile.csv")) == 4
