@@ -130,9 +130,13 @@ def _execute(
         calls.callbacks.append(Checkpointing(state, cfg.runtime.checkpoint_every))
         calls.run_start(run)
         profile = Profile(out, done) if out is not None and cfg.runtime.profile else None
-        with _StopSignals() as stop:
-            run.signals = stop
-            done = _rounds(session, recorder, calls, state, done, profile)
+        try:
+            with _StopSignals() as stop:
+                run.signals = stop
+                done = _rounds(session, recorder, calls, state, done, profile)
+        finally:
+            if profile is not None:
+                profile.close()
         # The last checkpoint says the run finished, so resuming it changes nothing.
         stop_reason = run.stop_reason or "rounds"
         state.save(done, stop_reason)

@@ -43,22 +43,26 @@ class Profile:
     """Appends each round's phase times to ``<out>/profile.csv``, as rounds.csv grows.
 
     A resumed run first drops the rows of rounds after its checkpoint's ``start_round``: those
-    rounds run again and are timed again. A file that is not a profile is started anew.
+    rounds run again and are timed again. A file that is not a profile is started anew. The
+    file stays open (a line written and flushed per round) until :meth:`close`.
     """
 
     def __init__(self, out: Path, start_round: int) -> None:
-        self.path = out / PROFILE_FILE
-        self._has_header = False
-        if self.path.exists():
+        path = out / PROFILE_FILE
+        header = True
+        if path.exists():
             try:
-                kept = pd.read_csv(self.path)
+                kept = pd.read_csv(path)
                 kept = kept[kept["round"] <= start_round].reindex(columns=PROFILE_COLUMNS)
             except (KeyError, ValueError, pd.errors.ParserError):
-                self.path.unlink()
-                return
-            text = kept.to_csv(index=False, float_format=FLOAT_FORMAT, lineterminator="\n")
-            rundir.write_text(self.path, text)
-            self._has_header = True
+                path.unlink()
+            else:
+                text = kept.to_csv(index=False, float_format=FLOAT_FORMAT, lineterminator="\n")
+                rundir.write_text(path, text)
+                header = False
+        self._file = rundir.open_append(path)
+        if header:
+            self._file.write((",".join(PROFILE_COLUMNS) + "\n").encode())
 
     def add(
         self, round_: int, server: Mapping[str, float] | None, loop: Mapping[str, float]
@@ -71,9 +75,11 @@ class Profile:
             *(FLOAT_FORMAT % t for t in times),
             FLOAT_FORMAT % loop["total"],
         ]
-        header = "" if self._has_header else ",".join(PROFILE_COLUMNS) + "\n"
-        rundir.append_bytes(self.path, (header + ",".join(values) + "\n").encode())
-        self._has_header = True
+        self._file.write((",".join(values) + "\n").encode())
+        self._file.flush()
+
+    def close(self) -> None:
+        self._file.close()
 
 
 def phase_table(frame: pd.DataFrame, top: int = len(PHASES) + 1) -> str:

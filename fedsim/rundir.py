@@ -21,7 +21,7 @@ import tempfile
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 
@@ -283,13 +283,18 @@ def write_bytes(path: Path, data: bytes, *, durable: bool = False) -> None:
         raise
 
 
+def open_append(path: Path) -> BinaryIO:
+    """``path`` opened to append to (created if missing): a record file that grows by rows."""
+    return Path(path).open("ab")
+
+
 def append_bytes(path: Path, data: bytes) -> int:
     """Append ``data`` to ``path`` (created if missing), flushed; return the file's new size.
 
     Record files grow this way, a round's rows at a time; the size returned is what a
     checkpoint records to cut the file back to on resume.
     """
-    with Path(path).open("ab") as f:
+    with open_append(path) as f:
         f.write(data)
         f.flush()
         return os.fstat(f.fileno()).st_size
