@@ -52,6 +52,7 @@ RESUMABLE_KEYS = frozenset(
         "runtime.progress",
         "runtime.checkpoint_every",
         "runtime.max_worker_restarts",
+        "runtime.profile",
         "faults.kill_worker_at_round",
         "faults.kill_worker_times",
         "logging.tensorboard",

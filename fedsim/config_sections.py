@@ -122,6 +122,8 @@ class RuntimeConfig:
     progress: bool = True
     checkpoint_every: int = field(default=10, metadata=check(non_negative))
     max_worker_restarts: int = field(default=3, metadata=check(non_negative))
+    # Time each phase of every round into <run>/profile.csv (fedsim run --profile).
+    profile: bool = False
     # Where torch models compute: "auto" = CUDA when torch finds it, else the CPU.
     device: Literal["cpu", "cuda", "auto"] = "cpu"
 

@@ -15,6 +15,9 @@ measure how well the global model fits each client's data, not how it generalise
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -22,9 +25,18 @@ from fedsim.data.base import FederatedDataset
 from fedsim.models.base import Model
 from fedsim.rng import Purpose, generator
 
+if TYPE_CHECKING:
+    from fedsim.config_sections import ServerConfig
+
 __all__ = [
+    "CLIENTS",
     "CLIENT_ACC_COLUMNS",
+    "EVALUATIONS",
     "PERCENTILES",
+    "TEST",
+    "TRAIN",
+    "Schedule",
+    "check_evaluations",
     "client_accuracies",
     "client_accuracy_percentiles",
     "sample_eval_clients",
@@ -37,6 +49,54 @@ CLIENT_ACC_COLUMNS = ("client_acc_p10", "client_acc_p50", "client_acc_p90", "cli
 # must be independent of them.
 _SAMPLE_STREAM = 1
 _BATCH = 2048
+
+#: The evaluations a round can run, by name, where the model is (the server): the central test
+#: set (``test_*`` columns), the global objective on training data (``global_train_*``) and the
+#: per-client spread (``client_acc_*``). A schedule names the ones due each round.
+TEST, TRAIN, CLIENTS = "test", "train", "clients"
+EVALUATIONS = (TEST, TRAIN, CLIENTS)
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """When each evaluation runs: the ``[server]`` keys ``eval_every``, ``eval_train``,
+    ``client_eval_every``. The test set (and, with ``train``, the global objective) is scored
+    every ``every`` rounds and after round ``rounds``; the per-client spread every
+    ``clients_every`` rounds (0: never) and after round ``rounds``.
+    """
+
+    every: int = 1
+    train: bool = False
+    clients_every: int = 0
+    rounds: int = 0  # the run's last round; 0: no last-round evaluation
+
+    @classmethod
+    def from_config(cls, srv: ServerConfig) -> Schedule:
+        """The schedule of a ``[server]`` section."""
+        return cls(srv.eval_every, srv.eval_train, srv.client_eval_every, srv.rounds)
+
+    def due(self, r: int) -> tuple[str, ...]:
+        """The evaluations due after round ``r``, in :data:`EVALUATIONS` order."""
+        last = r == self.rounds
+        out: list[str] = []
+        if (self.every and r % self.every == 0) or last:
+            out += [TEST, TRAIN] if self.train else [TEST]
+        if self.clients_every and (r % self.clients_every == 0 or last):
+            out.append(CLIENTS)
+        return tuple(out)
+
+
+def check_evaluations(names: Iterable[str], who: str) -> tuple[str, ...]:
+    """``names`` as a tuple in :data:`EVALUATIONS` order, duplicates dropped; ValueError naming
+    ``who`` for a name that is not an evaluation."""
+    wanted = set(names)
+    unknown = sorted(wanted - set(EVALUATIONS))
+    if unknown:
+        raise ValueError(
+            f"{who}: asked for evaluation {unknown[0]!r}; the evaluations are "
+            + ", ".join(EVALUATIONS)
+        )
+    return tuple(e for e in EVALUATIONS if e in wanted)
 
 
 def sample_eval_clients(seed: int, num_clients: int, k: int) -> np.ndarray:

@@ -23,6 +23,7 @@ from fedsim.errors import WorkerFailedError
 from fedsim.experiment import Experiment, RunInterrupted, RunResult, run_summary
 from fedsim.metrics import Recorder
 from fedsim.options import ConfigError
+from fedsim.profiling import Profile, check_profile
 from fedsim.rundir import CONFIG_FILE, PARTITION_FILE, SUMMARY_FILE
 from fedsim.runtime.session import Session, open_session
 
@@ -49,6 +50,7 @@ class Checkpoints:
             history["resumed_from_rounds"] = [*history["resumed_from_rounds"], ckpt.round]
         self.history = history
         self.saved = ckpt.round if ckpt is not None else 0
+        self.save_s = 0.0  # wall time spent saving, for runtime.profile
 
     def wall_time(self) -> float:
         """Wall time of the run, its earlier starts included (s)."""
@@ -62,6 +64,7 @@ class Checkpoints:
         self.saved = done
         if self.out is None:
             return
+        t0 = time.perf_counter()
         self.recorder.sync()
         base_dir = self.exp.base_dir
         state = {
@@ -79,6 +82,7 @@ class Checkpoints:
             },
         }
         checkpoint.save(self.out, state)
+        self.save_s += time.perf_counter() - t0
 
 
 def execute(
@@ -90,6 +94,7 @@ def execute(
 ) -> RunResult:
     """Run (or continue from ``ckpt``) the rounds of a validated experiment."""
     check_loggers(exp.cfg, out)
+    check_profile(exp.cfg, out)
     calls = CallbackList(callbacks)
     try:
         return _execute(exp, out, ckpt, calls, write_partition)
@@ -124,9 +129,14 @@ def _execute(
         run = RunContext(cfg, out, done, recorder.rounds)
         calls.callbacks.append(Checkpointing(state, cfg.runtime.checkpoint_every))
         calls.run_start(run)
-        with _StopSignals() as stop:
-            run.signals = stop
-            done = _rounds(session, recorder, calls, state, done)
+        profile = Profile(out, done) if out is not None and cfg.runtime.profile else None
+        try:
+            with _StopSignals() as stop:
+                run.signals = stop
+                done = _rounds(session, recorder, calls, state, done, profile)
+        finally:
+            if profile is not None:
+                profile.close()
         # The last checkpoint says the run finished, so resuming it changes nothing.
         stop_reason = run.stop_reason or "rounds"
         state.save(done, stop_reason)
@@ -180,25 +190,39 @@ def _open_records(
 
 
 def _rounds(
-    session: Session, recorder: Recorder, calls: CallbackList, state: Checkpoints, done: int
+    session: Session,
+    recorder: Recorder,
+    calls: CallbackList,
+    state: Checkpoints,
+    done: int,
+    profile: Profile | None,
 ) -> int:
     """Run rounds until ``server.rounds`` or a callback stops the run; the last round done."""
     run = calls.run
     assert run is not None
     rounds = run.cfg.server.rounds
     while done < rounds:
+        t0 = time.perf_counter()
         if calls.round_start(done + 1):
             break
+        due = calls.evaluations(done + 1)
+        t1 = time.perf_counter()
         try:
-            result = session.round()
+            result = session.round(due)
         except WorkerFailedError:
             # The server state is still that of the last completed round.
             if state.saved < done:
                 state.save(done)
             raise
+        t2 = time.perf_counter()
         recorder.add(result.record, result.clients)
         done = int(result.record["round"])
+        t3, save_s = time.perf_counter(), state.save_s
         calls.round_end(result.record)  # Checkpointing, last, saves when due
+        if profile is not None:
+            t4, ckpt_s = time.perf_counter(), state.save_s - save_s
+            loop = {"record": t3 - t2, "callbacks": t1 - t0 + t4 - t3 - ckpt_s}
+            profile.add(done, result.phases, {**loop, "checkpoint": ckpt_s, "total": t4 - t0})
         last = done == rounds or run.stop_reason is not None
         if run.interrupted and not last:
             raise RunInterrupted(done, rounds, run.out_dir)

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from fedsim.options import ConfigError
-from fedsim.rundir import CLIENTS_FILE, ROUNDS_FILE
+from fedsim.rundir import CLIENTS_FILE, ROUNDS_FILE, append_bytes
 from fedsim.tables import markdown_table
 
 
@@ -205,10 +205,7 @@ class Recorder:
         new = not path.exists()
         text = frame.to_csv(header=new, index=False, float_format=FLOAT_FORMAT, lineterminator="\n")
         data = text.encode("utf-8")
-        with path.open("ab") as f:
-            f.write(data)
-            f.flush()
-            self.offsets[name] = os.fstat(f.fileno()).st_size
+        self.offsets[name] = append_bytes(path, data)
         self._hashes[name].update(data)
 
     def sync(self) -> None:

@@ -21,7 +21,7 @@ import tempfile
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 
@@ -32,6 +32,7 @@ ROUNDS_FILE = "rounds.csv"
 CLIENTS_FILE = "clients.csv"
 PARTITION_FILE = "partition.csv"
 SUMMARY_FILE = "summary.json"
+PROFILE_FILE = "profile.csv"
 PLOTS_DIR = "plots"
 CHECKPOINT_DIR = "checkpoint"
 STATE_FILE = "state.json"
@@ -49,6 +50,7 @@ RUN_ENTRIES = frozenset(
         CLIENTS_FILE,
         PARTITION_FILE,
         SUMMARY_FILE,
+        PROFILE_FILE,
         PLOTS_DIR,
         CHECKPOINT_DIR,
         TENSORBOARD_DIR,
@@ -247,7 +249,7 @@ def _remove_run_files(path: Path, *, keep_checkpoint: bool = False) -> None:
     """Delete what fedsim writes in ``path`` (the lock file stays while it is held)."""
     import shutil
 
-    for name in (ROUNDS_FILE, CLIENTS_FILE, SUMMARY_FILE, PARTITION_FILE):
+    for name in (ROUNDS_FILE, CLIENTS_FILE, SUMMARY_FILE, PARTITION_FILE, PROFILE_FILE):
         (path / name).unlink(missing_ok=True)
     for folder in (PLOTS_DIR, TENSORBOARD_DIR, MLFLOW_DIR):
         shutil.rmtree(path / folder, ignore_errors=True)
@@ -282,6 +284,23 @@ def write_bytes(path: Path, data: bytes, *, durable: bool = False) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def open_append(path: Path) -> BinaryIO:
+    """``path`` opened to append to (created if missing): a record file that grows by rows."""
+    return Path(path).open("ab")
+
+
+def append_bytes(path: Path, data: bytes) -> int:
+    """Append ``data`` to ``path`` (created if missing), flushed; return the file's new size.
+
+    Record files grow this way, a round's rows at a time; the size returned is what a
+    checkpoint records to cut the file back to on resume.
+    """
+    with open_append(path) as f:
+        f.write(data)
+        f.flush()
+        return os.fstat(f.fileno()).st_size
 
 
 def write_text(path: Path, text: str) -> None:

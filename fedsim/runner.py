@@ -13,7 +13,14 @@ import pandas as pd
 
 from fedsim import checkpoint, rundir
 from fedsim import config as config_mod
-from fedsim.callbacks import Callback, PrivacyBudget, ProgressBar, RoundFunction, TargetAccuracy
+from fedsim.callbacks import (
+    Callback,
+    EvaluationSchedule,
+    PrivacyBudget,
+    ProgressBar,
+    RoundFunction,
+    TargetAccuracy,
+)
 from fedsim.callbacks.loggers import loggers_for
 from fedsim.config import Config
 from fedsim.experiment import Experiment, RunInterrupted, RunResult, prepare
@@ -223,6 +230,8 @@ def _callbacks(
 ) -> list[Callback]:
     """A run's callbacks in the order they are called: built-in ones, the user's, loggers."""
     calls: list[Callback] = [ProgressBar()] if progress else []
+    if not any(isinstance(cb, EvaluationSchedule) for cb in callbacks):
+        calls.append(EvaluationSchedule.from_config(cfg.server))
     if on_round is not None:
         calls.append(RoundFunction(on_round))
     if cfg.server.target_accuracy:

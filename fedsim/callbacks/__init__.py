@@ -7,6 +7,7 @@ See :class:`Callback` for the hooks and when they are called, and the README's s
 from fedsim.callbacks.base import Callback, CallbackList, RunContext
 from fedsim.callbacks.builtin import (
     Checkpointing,
+    EvaluationSchedule,
     PrivacyBudget,
     ProgressBar,
     RoundFunction,
@@ -18,6 +19,7 @@ __all__ = [
     "Callback",
     "CallbackList",
     "Checkpointing",
+    "EvaluationSchedule",
     "MLflowLogger",
     "PrivacyBudget",
     "ProgressBar",

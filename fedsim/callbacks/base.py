@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from fedsim.config import Config
+from fedsim.evaluation import check_evaluations
 
 __all__ = ["Callback", "CallbackList", "RunContext"]
 
@@ -40,7 +41,8 @@ class Callback:
     """Hooks the round loop calls, in this order; every one does nothing unless overridden.
 
     ``on_run_start(run)`` once, before the first round of this start (after a resume too);
-    ``on_round_start(round)`` before each round; ``on_round_end(record)`` after each round,
+    ``on_round_start(round)`` before each round; ``evaluations(round)`` then names the
+    evaluations the callback wants after that round; ``on_round_end(record)`` after each round,
     with its record (a copy of the row rounds.csv gets); ``on_run_end(summary)`` once the run
     finished, with the summary (summary.json); ``close()`` always last, also when the run
     failed or was interrupted.
@@ -56,6 +58,15 @@ class Callback:
     def on_round_start(self, round_: int) -> str | None:
         """Round ``round_`` is about to run; return a reason to stop the run before it."""
         return None
+
+    def evaluations(self, round_: int) -> Sequence[str]:
+        """The evaluations due after round ``round_`` (names in
+        :data:`fedsim.evaluation.EVALUATIONS`: ``"test"``, ``"train"``, ``"clients"``).
+
+        The round runs every evaluation some callback names, once, where the model is (in the
+        server; no extra call), and its record holds the scores.
+        """
+        return ()
 
     def on_round_end(self, record: dict[str, Any]) -> str | None:
         """A round finished with ``record``; return a reason to stop the run after it."""
@@ -95,6 +106,16 @@ class CallbackList:
                 self.run.stop_reason = str(reason)
                 return True
         return False
+
+    def evaluations(self, round_: int) -> tuple[str, ...]:
+        """Every evaluation some callback wants after ``round_``, each once, in a fixed order."""
+        wanted: list[str] = []
+        for cb in self.callbacks:
+            names = cb.evaluations(round_)
+            if isinstance(names, str):  # one name, not its letters
+                names = (names,)
+            wanted += check_evaluations(names, f"callbacks: {type(cb).__name__}")
+        return check_evaluations(wanted, "callbacks")
 
     def round_end(self, record: dict[str, Any]) -> None:
         assert self.run is not None

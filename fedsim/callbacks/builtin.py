@@ -1,4 +1,5 @@
-"""The callbacks every run is made of: progress bar, early stopping and checkpoints."""
+"""The callbacks every run is made of: evaluation schedule, progress bar, early stopping and
+checkpoints."""
 
 from __future__ import annotations
 
@@ -7,8 +8,37 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from fedsim.callbacks.base import Callback, RunContext
+from fedsim.config import ServerConfig
+from fedsim.evaluation import Schedule
 
-__all__ = ["Checkpointing", "PrivacyBudget", "ProgressBar", "RoundFunction", "TargetAccuracy"]
+__all__ = [
+    "Checkpointing",
+    "EvaluationSchedule",
+    "PrivacyBudget",
+    "ProgressBar",
+    "RoundFunction",
+    "TargetAccuracy",
+]
+
+
+class EvaluationSchedule(Callback):
+    """Which evaluations run after each round (:class:`fedsim.evaluation.Schedule`).
+
+    Every run has one, built from ``[server]``'s ``eval_every``, ``eval_train`` and
+    ``client_eval_every``, unless the callbacks given to ``fedsim.run`` hold an
+    ``EvaluationSchedule`` of their own, which then replaces it. Any other callback may ask for
+    more evaluations with :meth:`Callback.evaluations`.
+    """
+
+    def __init__(self, schedule: Schedule) -> None:
+        self.schedule = schedule
+
+    @classmethod
+    def from_config(cls, srv: ServerConfig) -> EvaluationSchedule:
+        return cls(Schedule.from_config(srv))
+
+    def evaluations(self, round_: int) -> tuple[str, ...]:
+        return self.schedule.due(round_)
 
 
 class ProgressBar(Callback):

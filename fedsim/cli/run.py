@@ -24,6 +24,8 @@ def run_command(args: argparse.Namespace) -> int:
         raise ConfigError("run: give either an experiment file or --resume RUN_DIR")
     if args.resume is not None and args.out:
         raise ConfigError("--out: a resumed run continues in RUN_DIR; --out cannot be used")
+    if args.profile:
+        args.set = [*(args.set or []), "runtime.profile=true"]
     if args.resume is not None:
         out = Path(args.resume)
         # A folder that is not a run is reported by resume() itself.
@@ -87,8 +89,22 @@ def _report(result: RunResult, out: Path) -> int:
             f"active party only {s['active_only_auc']:.4f})"
         )
     _plot_run(out)
+    if result.config.runtime.profile:
+        _print_profile(out)
     print(f"results: {out}")
     return 0
+
+
+def _print_profile(out: Path) -> None:
+    """The phases of profile.csv by total time (runtime.profile)."""
+    import pandas as pd
+
+    from fedsim.profiling import phase_table
+    from fedsim.rundir import PROFILE_FILE
+
+    if (out / PROFILE_FILE).is_file():
+        print(phase_table(pd.read_csv(out / PROFILE_FILE)))
+        print(f"every round, every phase: {out / PROFILE_FILE}")
 
 
 def _plot_run(out: Path) -> None:
@@ -109,4 +125,9 @@ def add_command(subparsers: argparse._SubParsersAction) -> None:
     add_set_option(p)
     p.add_argument("--out", help="output folder (default results/<experiment>/<run-id>)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--profile",
+        action="store_true",
+        help="time every phase of every round into profile.csv (runtime.profile = true)",
+    )
     p.set_defaults(func=run_command)

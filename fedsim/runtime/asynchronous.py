@@ -29,6 +29,7 @@ from __future__ import annotations
 import heapq
 import math
 import time
+from collections.abc import Iterable
 from dataclasses import astuple, dataclass
 from typing import Any
 
@@ -41,7 +42,7 @@ from fedsim.errors import RunError
 from fedsim.options import ConfigError
 from fedsim.pipeline.base import Pipeline
 from fedsim.rng import Purpose, uniform
-from fedsim.runtime.round_records import RoundResult
+from fedsim.runtime.round_records import PhaseTimer, RoundResult
 from fedsim.runtime.synchronous import Server
 from fedsim.runtime.work import make_chunks
 from fedsim.strategies.base import Aggregate, Strategy
@@ -109,15 +110,19 @@ class AsyncServer(Server):
         self._idle = 0
         self._busy = np.zeros(self.population.num_clients, dtype=bool)  # training now
 
-    async def run_round(self) -> RoundResult:
-        """Advance the clock to the next server step and take it."""
+    async def run_round(self, evaluate: Iterable[str] | None = None) -> RoundResult:
+        """Advance the clock to the next server step and take it; ``evaluate`` as for
+        :meth:`Server.run_round`."""
         t0 = time.perf_counter()
+        timer = PhaseTimer(self.cfg.runtime.profile)
         if self._starts == 0:
             self._launch(0.0, self.opts.concurrency)
         t_prev, started_before = self.sim_time_s, self._downloads
         buffer, ended = self._fill_buffer()
         server_s = time.perf_counter() - t0
+        timer.mark("select_plan")
         await self._train([f for f in buffer if (f.version, f.client) not in self._trained])
+        timer.mark("train")
         r = self.round + 1
         stale = self.round - np.array([f.version for f in buffer], dtype=np.int64)
         agg, loss, rejected = self._aggregate_buffer(r, buffer, stale)
@@ -133,7 +138,9 @@ class AsyncServer(Server):
         up = len(buffer) * self.upload_bytes
         self.cum_bytes_down += down
         self.cum_bytes_up += up
-        evals = self._evaluate(r)
+        timer.mark("aggregate")
+        evals = self._evaluate(self._due(r, evaluate))
+        timer.mark("evaluate")
         arrived = [f for f in ended if not f.dropped]
         record = {
             "round": r,
@@ -161,7 +168,8 @@ class AsyncServer(Server):
             "train_s": train_s,
             "wall_time_s": time.perf_counter() - t0,
         }
-        return RoundResult(record, clients)
+        timer.mark("record")
+        return RoundResult(record, clients, timer.result())
 
     # -- the clock ---------------------------------------------------------------------------
 

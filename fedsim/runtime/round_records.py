@@ -7,6 +7,7 @@ functions here turn it into the round's row of rounds.csv and its rows of client
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,10 +21,38 @@ from fedsim.privacy.rounds import ClientStep, SecAggCosts, ServerPrivacy
 
 @dataclass
 class RoundResult:
-    """One round's row of rounds.csv and its rows of clients.csv (columnar)."""
+    """One round's row of rounds.csv and its rows of clients.csv (columnar).
+
+    ``phases`` holds the server's wall time per phase of the round (s) when
+    ``runtime.profile`` is on: it reaches the driver with the records, in the same call.
+    """
 
     record: dict[str, Any]
     clients: dict[str, np.ndarray]
+    phases: dict[str, float] | None = None
+
+
+#: The phases of a round the server times (``runtime.profile``), in the order they run.
+SERVER_PHASES = ("select_plan", "broadcast", "train", "aggregate", "evaluate", "record")
+
+
+class PhaseTimer:
+    """Adds the wall time since the previous mark to a phase; does nothing when off."""
+
+    def __init__(self, on: bool) -> None:
+        self.on = on
+        self.times: dict[str, float] = dict.fromkeys(SERVER_PHASES, 0.0) if on else {}
+        self._last = time.perf_counter() if on else 0.0
+
+    def mark(self, phase: str) -> None:
+        """The time since the previous mark (or the start) was spent in ``phase``."""
+        if self.on:
+            now = time.perf_counter()
+            self.times[phase] += now - self._last
+            self._last = now
+
+    def result(self) -> dict[str, float] | None:
+        return self.times if self.on else None
 
 
 @dataclass

@@ -10,6 +10,8 @@ The parts live in their own modules and are importable from here:
 - :mod:`fedsim.runtime.round_records`: what a round hands between stages, what it costs and
   what it records (:class:`RoundResult`);
 - :mod:`fedsim.runtime.server_state`: the checkpoint state;
+- :mod:`fedsim.runtime.server_evaluation`: the evaluations a round runs (the loop's callbacks
+  say which);
 - :mod:`fedsim.runtime.server_actor`: :func:`server_class` and the Ray actor
   :class:`ServerActor`.
 """

@@ -57,10 +57,13 @@ class ServerActor:
             cfg, dataset, model, strategy, population, self.executor, aggregator, stages
         )
 
-    async def run_round(self) -> RoundResult | RunError:
-        """The next round, or why the run must stop (returned: Ray would wrap a raise)."""
+    async def run_round(self, evaluate: tuple[str, ...] | None = None) -> RoundResult | RunError:
+        """The next round, or why the run must stop (returned: Ray would wrap a raise).
+
+        ``evaluate`` names the evaluations due after it; they run here, where the model is.
+        """
         try:
-            return await self.server.run_round()
+            return await self.server.run_round(evaluate=evaluate)
         except RunError as err:
             return err
 

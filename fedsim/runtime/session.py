@@ -51,8 +51,9 @@ class Session(ABC):
     num_workers: int = 1
 
     @abstractmethod
-    def round(self) -> RoundResult:
-        """Run one round (async: one server step) and return its record."""
+    def round(self, evaluate: tuple[str, ...] | None = None) -> RoundResult:
+        """Run one round (async: one server step), then the evaluations ``evaluate`` names
+        (None: the config's schedule), where the model is; return its records."""
 
     @abstractmethod
     def call(self, method: str, *args: Any) -> Any:
@@ -101,8 +102,8 @@ class LocalSession(Session):
             upload_stages(cfg.compression),
         )
 
-    def round(self) -> RoundResult:
-        return asyncio.run(self.server.run_round())
+    def round(self, evaluate: tuple[str, ...] | None = None) -> RoundResult:
+        return asyncio.run(self.server.run_round(evaluate=evaluate))
 
     def call(self, method: str, *args: Any) -> Any:
         return getattr(self.server, method)(*args)
@@ -141,11 +142,12 @@ class RaySession(Session):
             stages,
         )
 
-    def round(self) -> RoundResult:
+    def round(self, evaluate: tuple[str, ...] | None = None) -> RoundResult:
         import ray
 
         try:
-            out = ray.get(self.actor.run_round.remote())
+            # The evaluations due ride on the round's one call: no extra hop, the model stays.
+            out = ray.get(self.actor.run_round.remote(evaluate))
         except ray.exceptions.RayActorError as err:
             raise RunError(0, f"the server actor died ({_first_line(err)})") from None
         if isinstance(out, RunError):

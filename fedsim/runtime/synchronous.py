@@ -8,18 +8,17 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Iterable
 from dataclasses import replace
 from typing import Any
 
 import numpy as np
-from threadpoolctl import threadpool_limits
 
 from fedsim.aggregators.base import Aggregator, MeanAggregator, PerClientAggregator
 from fedsim.clock import plan_round
 from fedsim.config import Config
 from fedsim.data.base import FederatedDataset
 from fedsim.errors import DivergedError
-from fedsim.evaluation import CLIENT_ACC_COLUMNS
 from fedsim.faults import ClientFaults
 from fedsim.models.base import Model
 from fedsim.pipeline.base import Pipeline, Stage
@@ -30,6 +29,7 @@ from fedsim.privacy.rounds import ServerPrivacy
 from fedsim.runtime.client_state import ClientStateStore
 from fedsim.runtime.executors import Executor
 from fedsim.runtime.round_records import (
+    PhaseTimer,
     RoundData,
     RoundResult,
     client_records,
@@ -37,12 +37,10 @@ from fedsim.runtime.round_records import (
     round_record,
     tier_names,
 )
+from fedsim.runtime.server_evaluation import ServerEvaluation
 from fedsim.runtime.server_state import ServerState
 from fedsim.runtime.work import ChunkResult, make_chunks
 from fedsim.strategies.base import Aggregate, RoundContext, Strategy
-
-#: The test-set scores a round may record (the model's task decides which are filled).
-_TEST_KEYS = ("test_accuracy", "test_loss", "test_mae", "test_rmse")
 
 
 def round_context(
@@ -60,7 +58,7 @@ def round_context(
     )
 
 
-class Server(ServerState):
+class Server(ServerState, ServerEvaluation):
     """Runs synchronous rounds in simulated time; state is the model, the clock and counters."""
 
     def __init__(
@@ -88,7 +86,6 @@ class Server(ServerState):
         self.sim_time_s = 0.0
         self.cum_bytes_down = 0
         self.cum_bytes_up = 0
-        self._train_eval: tuple[np.ndarray, np.ndarray] | None = None
         p = cfg.privacy
         self.privacy: ServerPrivacy | None = None
         if p.enabled or p.secure_aggregation:
@@ -106,20 +103,29 @@ class Server(ServerState):
             name: ClientStateStore(P if w < 0 else w) for name, w in widths.items()
         }
 
-    async def run_round(self, cohort: np.ndarray | None = None, **context: Any) -> RoundResult:
+    async def run_round(
+        self,
+        cohort: np.ndarray | None = None,
+        evaluate: Iterable[str] | None = None,
+        **context: Any,
+    ) -> RoundResult:
         """Run the next round; the model is unchanged if too few clients report.
 
-        ``cohort`` (sorted distinct client ids) replaces the selection; ``context`` overrides
-        fields of the round's :class:`RoundContext` (e.g. ``learning_rate``).
+        ``cohort`` (sorted distinct client ids) replaces the selection; ``evaluate`` names the
+        evaluations to run after the round (:data:`fedsim.evaluation.EVALUATIONS`; None: the
+        ``[server]`` schedule); ``context`` overrides fields of the round's
+        :class:`RoundContext` (e.g. ``learning_rate``).
         """
         t0 = time.perf_counter()
+        timer = PhaseTimer(self.cfg.runtime.profile)
         r = self.round + 1
         ids, draws = self._select(r) if cohort is None else (cohort, None)
         rnd = self._plan(r, ids, draws)
         rnd.context = context
         rnd.times["server_s"] = time.perf_counter() - t0
+        timer.mark("select_plan")
         if not rnd.failed:
-            results = await self._client_work(rnd)
+            results = await self._client_work(rnd, timer)
             agg = self._aggregate(rnd, results)
             if agg is not None:
                 self._server_step(rnd.r, rnd.train_loss, agg)
@@ -131,7 +137,9 @@ class Server(ServerState):
         self.sim_time_s += duration_s
         self.cum_bytes_down += bytes_down
         self.cum_bytes_up += bytes_up
-        evals = self._evaluate(rnd.r)
+        timer.mark("aggregate")
+        evals = self._evaluate(self._due(rnd.r, evaluate))
+        timer.mark("evaluate")
         rnd.times["wall_time_s"] = time.perf_counter() - t0
         totals = {
             "sim_time_s": self.sim_time_s,
@@ -139,10 +147,13 @@ class Server(ServerState):
             "cum_bytes_up": self.cum_bytes_up,
         }
         secagg = self.privacy is not None and self.privacy.opts.secure_aggregation
-        return RoundResult(
+        result = RoundResult(
             round_record(rnd, totals, duration_s, bytes_down, bytes_up, evals, self.privacy),
             client_records(rnd, self.population, self.faults, self.upload_bytes, secagg),
         )
+        timer.mark("record")
+        result.phases = timer.result()
+        return result
 
     # -- the stages ----------------------------------------------------------------------
 
@@ -201,7 +212,7 @@ class Server(ServerState):
         rnd.failed = int(np.count_nonzero(plan.contributes)) < srv.min_completed
         return rnd
 
-    async def _client_work(self, rnd: RoundData) -> list[ChunkResult]:
+    async def _client_work(self, rnd: RoundData, timer: PhaseTimer) -> list[ChunkResult]:
         """Train the contributors in chunks on the executor; store their new client state."""
         plan, mask = rnd.plan, rnd.plan.contributes
         chunks = make_chunks(
@@ -215,6 +226,7 @@ class Server(ServerState):
             c.state.update({k: s.get(c.client_ids) for k, s in self.client_state.items()})
         rnd.w_sent = self.broadcast.model(self.w)
         ctx = replace(self.round_context(rnd.r), **rnd.context)
+        timer.mark("broadcast")
         results = await self.executor.train(ctx, rnd.w_sent, chunks, self._pipeline(rnd))
         for res in results:  # chunk order: every sum below is independent of scheduling
             rows = np.searchsorted(plan.ids, res.client_ids)
@@ -223,6 +235,7 @@ class Server(ServerState):
             rnd.unclipped += res.stats.get(UNCLIPPED, 0)
             for name, new in res.state.items():
                 self.client_state[name].put(res.client_ids, new)
+        timer.mark("train")
         return results
 
     def _aggregate(self, rnd: RoundData, results: list[ChunkResult]) -> Aggregate | None:
@@ -283,21 +296,6 @@ class Server(ServerState):
             )
         self.w = w_next
 
-    def _evaluate(self, r: int) -> dict[str, float]:
-        """The evaluations due this round (test set, global objective, per-client spread)."""
-        srv = self.cfg.server
-        out = dict.fromkeys(
-            (*_TEST_KEYS, "global_train_loss", "global_train_accuracy", *CLIENT_ACC_COLUMNS),
-            math.nan,
-        )
-        if (srv.eval_every and r % srv.eval_every == 0) or r == srv.rounds:
-            out.update(self.evaluate())
-            if srv.eval_train:
-                out["global_train_loss"], out["global_train_accuracy"] = self.evaluate_train()
-        if srv.client_eval_every and (r % srv.client_eval_every == 0 or r == srv.rounds):
-            out.update(self.evaluate_clients())
-        return out
-
     # -- what a round costs and what it records ---------------------------------------------
 
     @property
@@ -326,35 +324,6 @@ class Server(ServerState):
     def tier_names(self, ids: np.ndarray) -> np.ndarray:
         """Each client's device tier name (clients.csv's ``tier``)."""
         return tier_names(self.population, ids)
-
-    def evaluate(self) -> dict[str, float]:
-        """The global model's scores on the central test set, keyed ``test_<score>``."""
-        x, y = self.dataset.test_set()
-        with threadpool_limits(limits=1):
-            found = self.model.metrics(self.w, x, y)
-        return {f"test_{k}": v for k, v in found.items()}
-
-    def evaluate_clients(self) -> dict[str, float]:
-        """Percentiles of per-client accuracy over a fixed sample of clients (fairness)."""
-        from fedsim.evaluation import client_accuracy_percentiles, sample_eval_clients
-
-        srv = self.cfg.server
-        ids = sample_eval_clients(
-            self.cfg.experiment.seed, self.dataset.num_clients, srv.client_eval_clients
-        )
-        with threadpool_limits(limits=1):
-            found = client_accuracy_percentiles(self.model, self.w, self.dataset, ids)
-        # Same columns whichever data the dataset offers; the README says which is used.
-        prefix = "client_acc" if "client_acc_p50" in found else "client_train_acc"
-        return {key: found[key.replace("client_acc", prefix)] for key in CLIENT_ACC_COLUMNS}
-
-    def evaluate_train(self) -> tuple[float, float]:
-        """(loss, accuracy) of the global model on training data: the global objective."""
-        if self._train_eval is None:
-            self._train_eval = self.dataset.train_eval_set()
-        x, y = self._train_eval
-        with threadpool_limits(limits=1):
-            return self.model.evaluate(self.w, x, y)
 
     def get_model(self) -> np.ndarray:
         return self.w
