@@ -5,18 +5,20 @@ and seed (``strategy.name=fedprox,server.clients_per_round=20,seed=1``). A run c
 finished when its folder has ``summary.json``, which a run writes last; running the same sweep
 again skips finished runs and resumes an interrupted one from its checkpoint, so an interrupted
 sweep is continued by repeating its command. All runs share the Python process, hence one Ray
-instance. Grid parsing, run names and validation before running are in
-:mod:`fedsim.analysis.sweep_plan`.
+instance, unless ``jobs`` runs several at a time in worker processes. Grid parsing, named
+points, run names and validation before running are in :mod:`fedsim.analysis.sweep_plan`.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import shutil
 import time
 import tomllib
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +34,7 @@ from fedsim.analysis.runs import (
 )
 from fedsim.analysis.sweep_plan import (
     GridAxis,
+    SweepPoint,
     SweepRun,
     parse_grid,
     plan_sweep,
@@ -44,6 +47,8 @@ from fedsim.options import ConfigError
 
 __all__ = [
     "GridAxis",
+    "RunOutcome",
+    "SweepPoint",
     "SweepResult",
     "SweepRun",
     "default_sweep_dir",
@@ -55,8 +60,35 @@ __all__ = [
 ]
 
 SWEEP_FILE = "sweep.csv"
+#: Written in a run's folder when the run diverged: ``{"round": N, "message": ...}``. Such a run
+#: counts as finished (its outcome is known), so running the sweep again skips it.
+DIVERGED_FILE = "diverged.json"
 # What to do with a planned run's folder.
 _NEW, _FINISHED, _RESUMABLE, _STALE = "new", "finished", "resumable", "stale"
+
+
+@dataclass
+class RunOutcome:
+    """One run of a finished sweep: the plan, its folder, its summary and whether it diverged.
+
+    ``summary`` is the run's ``summary.json`` (empty when it diverged); ``diverged_at`` the
+    round it diverged at (0 when it did not).
+    """
+
+    run: SweepRun
+    folder: Path
+    summary: dict[str, Any]
+    diverged_at: int = 0
+
+    @property
+    def values(self) -> dict[str, Any]:
+        """The run's grid values, or its point's values."""
+        return self.run.values
+
+    @property
+    def rounds(self) -> pd.DataFrame:
+        """The run's ``rounds.csv``."""
+        return pd.read_csv(self.folder / ROUNDS_FILE)
 
 
 @dataclass
@@ -69,6 +101,7 @@ class SweepResult:
     ran: int
     skipped: int
     comparison: str
+    runs: list[RunOutcome] = field(default_factory=list)
 
 
 def default_sweep_dir(cfg: Config, root: Path = Path("results")) -> Path:
@@ -80,12 +113,16 @@ def sweep(
     config: Config | str | Path,
     grid: Sequence[str] | Sequence[GridAxis] = (),
     *,
+    points: Sequence[SweepPoint] | None = None,
     overrides: Sequence[str] = (),
     seeds: int = 1,
     out_dir: str | Path | None = None,
     progress: bool = False,
     target: float | None = None,
     plots: bool = True,
+    tables: bool = True,
+    jobs: int = 1,
+    build: bool = True,
     log: Callable[[str], None] | None = print,
 ) -> SweepResult:
     """Run every configuration of a grid (times ``seeds``) and summarise them.
@@ -95,11 +132,15 @@ def sweep(
     none), and a run that diverges is recorded as such while the sweep goes on. Then writes
     ``sweep.csv`` (one row per run: grid values, seed, status, final and best accuracy, bytes,
     simulated and wall time, run folder), ``comparison.csv``/``comparison.md`` and, with
-    ``plots``, the comparison figures in ``out_dir/plots``. ``log`` receives one line per run.
+    ``plots``, the comparison figures in ``out_dir/plots``; without ``tables``, none of these
+    (a script that writes its own). ``points`` replaces the grid by named runs
+    (:class:`SweepPoint`); ``jobs`` > 1 runs that many at a time, each in its own process (give
+    them ``runtime.backend = "local"``); ``build`` is passed to :func:`plan_sweep`. ``log``
+    receives one line per run. The result's ``runs`` hold each run's summary and folder.
     """
-    from fedsim.errors import DivergedError
-
-    runs = plan_sweep(config, grid, overrides=overrides, seeds=seeds)
+    if jobs < 1:
+        raise ConfigError(f"--jobs: must be >= 1, got {jobs}")
+    runs = plan_sweep(config, grid, points=points, overrides=overrides, seeds=seeds, build=build)
     if out_dir is None:
         # Named after the base config: the grid may change experiment.name itself.
         base = config if isinstance(config, Config) else config_mod.load(config, list(overrides))
@@ -110,28 +151,29 @@ def sweep(
     states = [_folder_state(out / r.name, r.config) for r in runs]
     say = log or (lambda _: None)
     total = len(runs)
-    ran = 0
-    status: dict[int, str] = {}
+    jobs_todo = []
     for r, state in zip(runs, states, strict=True):
         folder = out / r.name
-        head = f"run {r.index}/{total}: {r.name}"
         if state == _FINISHED:
-            say(f"{head}: finished before, skipped")
+            say(f"run {r.index}/{total}: {r.name}: finished before, skipped")
             continue
         if state == _STALE:
             # Left by a run killed before it wrote its config: nothing in it can be reused.
             shutil.rmtree(folder)
-        t0 = time.perf_counter()
-        ran += 1
-        try:
-            result = _run_one(config, r, overrides, folder, state == _RESUMABLE, progress)
-        except DivergedError as err:
-            status[r.index] = f"diverged at round {err.round}"
-            say(f"{head}: {err}, {time.perf_counter() - t0:.1f} s")
-            continue
-        acc = result.summary.get("final_test_accuracy", math.nan)
-        resumed = " (resumed)" if state == _RESUMABLE else ""
-        say(f"{head}: final acc {acc:.4f}, {time.perf_counter() - t0:.1f} s{resumed}")
+        jobs_todo.append((config, r, tuple(overrides), folder, state == _RESUMABLE, progress))
+    if jobs > 1 and len(jobs_todo) > 1:
+        with ProcessPoolExecutor(max_workers=jobs) as pool:
+            for job, line in zip(jobs_todo, pool.map(_run_one, jobs_todo), strict=True):
+                say(f"run {job[1].index}/{total}: {job[1].name}: {line}")
+    else:
+        for job in jobs_todo:
+            say(f"run {job[1].index}/{total}: {job[1].name}: {_run_one(job)}")
+    outcomes = [_outcome(r, out / r.name) for r in runs]
+    ran = len(jobs_todo)
+    status = {o.run.index: f"diverged at round {o.diverged_at}" for o in outcomes if o.diverged_at}
+    if not tables:
+        return SweepResult(out, pd.DataFrame(), [o.folder for o in outcomes], ran, total - ran,
+                           "", outcomes)  # fmt: skip
 
     from fedsim.analysis.compare import compare_runs, write_comparison
 
@@ -146,30 +188,44 @@ def sweep(
         from fedsim.analysis.plots import plot_runs
 
         plot_runs(recorded, out / "plots")
-    return SweepResult(out, table, run_dirs, ran, total - ran, text)
+    return SweepResult(out, table, run_dirs, ran, total - ran, text, outcomes)
 
 
-def _run_one(
-    config: Config | str | Path,
-    r: SweepRun,
-    overrides: Sequence[str],
-    folder: Path,
-    resume: bool,
-    progress: bool,
-) -> Any:
+def _run_one(job: tuple[Config | str | Path, SweepRun, tuple[str, ...], Path, bool, bool]) -> str:
+    """Run one planned run into its folder; the line to log. A divergence is recorded there."""
+    from fedsim.errors import DivergedError
     from fedsim.runner import run
 
+    config, r, overrides, folder, resume, progress = job
     show = progress and r.config.runtime.progress
-    if isinstance(config, Config):
-        return run(r.config, out_dir=folder, progress=show, resume=resume)
-    # The file itself, not the loaded config: relative paths in it are relative to it.
-    return run(
-        config,
-        overrides=[*overrides, *r.overrides],
-        out_dir=folder,
-        progress=show,
-        resume=resume,
-    )
+    t0 = time.perf_counter()
+    try:
+        if r.source is None:
+            result = run(r.config, out_dir=folder, progress=show, resume=resume)
+        else:
+            # The file itself, not the loaded config: relative paths in it are relative to it.
+            result = run(
+                r.source,
+                overrides=[*overrides, *r.overrides],
+                out_dir=folder,
+                progress=show,
+                resume=resume,
+            )
+    except DivergedError as err:
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / DIVERGED_FILE).write_text(json.dumps({"round": err.round, "message": str(err)}))
+        return f"{err}, {time.perf_counter() - t0:.1f} s"
+    acc = result.summary.get("final_test_accuracy", math.nan)
+    resumed = " (resumed)" if resume else ""
+    return f"final acc {acc:.4f}, {time.perf_counter() - t0:.1f} s{resumed}"
+
+
+def _outcome(r: SweepRun, folder: Path) -> RunOutcome:
+    if (folder / DIVERGED_FILE).is_file():
+        return RunOutcome(
+            r, folder, {}, int(json.loads((folder / DIVERGED_FILE).read_text())["round"])
+        )
+    return RunOutcome(r, folder, json.loads((folder / SUMMARY_FILE).read_text()))
 
 
 def _sweep_table(
@@ -204,12 +260,17 @@ def _folder_state(folder: Path, cfg: Config) -> str:
     """What to do with a run's folder; ConfigError if it holds a run of another config."""
     from fedsim import checkpoint, rundir
 
-    state = rundir.folder_state(folder)
-    if state in (rundir.FolderState.MISSING, rundir.FolderState.EMPTY):
-        return _NEW
-    if state is rundir.FolderState.STARTED:
-        return _STALE
-    rundir.check_out_dir(folder, resume=True)  # a file, or a folder of other files: refused
+    diverged = (folder / DIVERGED_FILE).is_file()
+    ended = diverged or (folder / SUMMARY_FILE).is_file()
+    # A finished run copied without its checkpoint folder (as results are committed) has no
+    # lock; its config and summary are all a sweep needs to skip it.
+    if not (ended and (folder / CONFIG_FILE).is_file()):
+        state = rundir.folder_state(folder)
+        if state in (rundir.FolderState.MISSING, rundir.FolderState.EMPTY):
+            return _NEW
+        if state is rundir.FolderState.STARTED:
+            return _STALE
+        rundir.check_out_dir(folder, resume=True)  # a file, or a folder of other files: refused
     try:
         with (folder / CONFIG_FILE).open("rb") as fh:
             done = flatten_config(tomllib.load(fh))
@@ -231,8 +292,9 @@ def _folder_state(folder: Path, cfg: Config) -> str:
             f"{cfg.server.rounds}; choose another --out or remove that folder"
         )
     finished = (folder / SUMMARY_FILE).is_file()
-    if finished and rounds == cfg.server.rounds:
+    if diverged or (finished and rounds == cfg.server.rounds):
         return _FINISHED
+    rundir.check_out_dir(folder, resume=True)
     try:
         ckpt = checkpoint.load(folder)
     except ConfigError:
