@@ -36,6 +36,7 @@ from fedsim.analysis.sweep_plan import (
     GridAxis,
     SweepPoint,
     SweepRun,
+    build_runs,
     parse_grid,
     plan_sweep,
     run_name,
@@ -135,12 +136,13 @@ def sweep(
     ``plots``, the comparison figures in ``out_dir/plots``; without ``tables``, none of these
     (a script that writes its own). ``points`` replaces the grid by named runs
     (:class:`SweepPoint`); ``jobs`` > 1 runs that many at a time, each in its own process (give
-    them ``runtime.backend = "local"``); ``build`` is passed to :func:`plan_sweep`. ``log``
-    receives one line per run. The result's ``runs`` hold each run's summary and folder.
+    them ``runtime.backend = "local"``); with ``build``, every setting still to run is built
+    first (:func:`build_runs`). ``log`` receives one line per run. The result's ``runs`` hold
+    each run's summary and folder.
     """
     if jobs < 1:
         raise ConfigError(f"--jobs: must be >= 1, got {jobs}")
-    runs = plan_sweep(config, grid, points=points, overrides=overrides, seeds=seeds, build=build)
+    runs = plan_sweep(config, grid, points=points, overrides=overrides, seeds=seeds, build=False)
     if out_dir is None:
         # Named after the base config: the grid may change experiment.name itself.
         base = config if isinstance(config, Config) else config_mod.load(config, list(overrides))
@@ -149,6 +151,8 @@ def sweep(
         out = Path(out_dir)
     # Every folder is checked before the first run starts, so a mismatch stops nothing midway.
     states = [_folder_state(out / r.name, r.config) for r in runs]
+    if build:
+        build_runs([r for r, state in zip(runs, states, strict=True) if state != _FINISHED])
     say = log or (lambda _: None)
     total = len(runs)
     jobs_todo = []

@@ -141,8 +141,6 @@ def plan_sweep(
         if grid or seeds != 1:
             raise ConfigError("sweep: give either named points or a grid with seeds, not both")
         return _plan_points(config, points, overrides, build)
-    from fedsim.runner import prepare
-
     axes = [a if isinstance(a, GridAxis) else parse_grid([a])[0] for a in grid]
     if len({a.key for a in axes}) != len(axes):
         raise ConfigError("--grid: a key is given twice")
@@ -161,14 +159,34 @@ def plan_sweep(
             run_overrides = (*grid_overrides, f"{SEED_KEY}={seed}")
             try:
                 cfg = config_mod.from_dict(config_mod.apply_overrides(base, list(run_overrides)))
-                if build and i == 0:
-                    prepare(cfg, base_dir)
             except ConfigError as err:
                 raise ConfigError(f"{err} (sweep run {name})") from None
             source = None if base_dir is None else Path(config)
             runs.append(SweepRun(len(runs) + 1, values, seed, name, run_overrides, cfg, source))
     _make_names_unique(runs)
+    if build:
+        build_runs(runs)
     return runs
+
+
+def build_runs(runs: Sequence[SweepRun]) -> None:
+    """Build the dataset, model, strategy and population of each distinct setting of ``runs``.
+
+    Runs that differ only in their seed share one build. This catches errors that span
+    sections (a partition that does not fit the population) before the first run starts.
+    """
+    from fedsim.runner import prepare
+
+    built: set[tuple[str, ...]] = set()
+    for r in runs:
+        shape = (str(r.source), *(o for o in r.overrides if not o.startswith(SEED_KEY)))
+        if shape in built:
+            continue
+        built.add(shape)
+        try:
+            prepare(r.config, None if r.source is None else r.source.resolve().parent)
+        except ConfigError as err:
+            raise ConfigError(f"{err} (sweep run {r.name})") from None
 
 
 def _plan_points(
@@ -178,10 +196,7 @@ def _plan_points(
     build: bool,
 ) -> list[SweepRun]:
     """The runs of an explicit list of points; names are checked to be distinct folder paths."""
-    from fedsim.runner import prepare
-
     runs: list[SweepRun] = []
-    built: set[tuple[str, ...]] = set()
     for point in points:
         parts = Path(point.name).parts
         if not point.name or Path(point.name).is_absolute() or ".." in parts:
@@ -191,17 +206,9 @@ def _plan_points(
         source = point.config if point.config is not None else config
         path = None if isinstance(source, Config) else Path(source)
         try:
-            if isinstance(source, Config):
-                raw, base_dir = source.to_dict(), None
-            else:
-                raw, base_dir = config_mod.read_toml(source), Path(source).resolve().parent
+            raw = source.to_dict() if isinstance(source, Config) else config_mod.read_toml(source)
             merged = [*overrides, *point.overrides]
             cfg = config_mod.from_dict(config_mod.apply_overrides(raw, merged))
-            # Seeds of one setting share what is built; every other setting is built once.
-            shape = (str(path), *(o for o in merged if not o.startswith(SEED_KEY)))
-            if build and shape not in built:
-                built.add(shape)
-                prepare(cfg, base_dir)
         except ConfigError as err:
             raise ConfigError(f"{err} (sweep run {point.name})") from None
         values = dict(point.values)
@@ -210,6 +217,8 @@ def _plan_points(
                 len(runs) + 1, values, cfg.experiment.seed, point.name, point.overrides, cfg, path
             )
         )
+    if build:
+        build_runs(runs)
     return runs
 
 
