@@ -73,13 +73,15 @@ class RunOutcome:
     """One run of a finished sweep: the plan, its folder, its summary and whether it diverged.
 
     ``summary`` is the run's ``summary.json`` (empty when it diverged); ``diverged_at`` the
-    round it diverged at (0 when it did not).
+    round it diverged at (0 when it did not); ``model`` its final model when the sweep was asked
+    to keep models and the run ran in this call (None otherwise).
     """
 
     run: SweepRun
     folder: Path
     summary: dict[str, Any]
     diverged_at: int = 0
+    model: Any = field(default=None, repr=False)
 
     @property
     def values(self) -> dict[str, Any]:
@@ -124,6 +126,8 @@ def sweep(
     tables: bool = True,
     jobs: int = 1,
     build: bool = True,
+    fresh: bool = False,
+    models: bool = False,
     log: Callable[[str], None] | None = print,
 ) -> SweepResult:
     """Run every configuration of a grid (times ``seeds``) and summarise them.
@@ -137,7 +141,9 @@ def sweep(
     (a script that writes its own). ``points`` replaces the grid by named runs
     (:class:`SweepPoint`); ``jobs`` > 1 runs that many at a time, each in its own process (give
     them ``runtime.backend = "local"``); with ``build``, every setting still to run is built
-    first (:func:`build_runs`). ``log`` receives one line per run. The result's ``runs`` hold
+    first (:func:`build_runs`); ``fresh`` runs every run again (its old folder removed) and
+    ``models`` keeps each final model in the result, for tables that score the models.
+    ``log`` receives one line per run. The result's ``runs`` hold
     each run's summary and folder.
     """
     if jobs < 1:
@@ -150,7 +156,12 @@ def sweep(
     else:
         out = Path(out_dir)
     # Every folder is checked before the first run starts, so a mismatch stops nothing midway.
-    states = [_folder_state(out / r.name, r.config) for r in runs]
+    states = [
+        _STALE
+        if fresh and (out / r.name / CONFIG_FILE).is_file()
+        else _folder_state(out / r.name, r.config)
+        for r in runs
+    ]
     if build:
         build_runs([r for r, state in zip(runs, states, strict=True) if state != _FINISHED])
     say = log or (lambda _: None)
@@ -164,15 +175,20 @@ def sweep(
         if state == _STALE:
             # Left by a run killed before it wrote its config: nothing in it can be reused.
             shutil.rmtree(folder)
-        jobs_todo.append((config, r, tuple(overrides), folder, state == _RESUMABLE, progress))
-    if jobs > 1 and len(jobs_todo) > 1:
-        with ProcessPoolExecutor(max_workers=jobs) as pool:
-            for job, line in zip(jobs_todo, pool.map(_run_one, jobs_todo), strict=True):
-                say(f"run {job[1].index}/{total}: {job[1].name}: {line}")
-    else:
-        for job in jobs_todo:
-            say(f"run {job[1].index}/{total}: {job[1].name}: {_run_one(job)}")
-    outcomes = [_outcome(r, out / r.name) for r in runs]
+        jobs_todo.append(
+            (config, r, tuple(overrides), folder, state == _RESUMABLE, progress, models)
+        )
+    finals: dict[int, Any] = {}
+    pool = ProcessPoolExecutor(max_workers=jobs) if jobs > 1 and len(jobs_todo) > 1 else None
+    try:
+        done = pool.map(_run_one, jobs_todo) if pool else map(_run_one, jobs_todo)
+        for job, (line, model) in zip(jobs_todo, done, strict=True):
+            say(f"run {job[1].index}/{total}: {job[1].name}: {line}")
+            finals[job[1].index] = model
+    finally:
+        if pool:
+            pool.shutdown()
+    outcomes = [_outcome(r, out / r.name, finals.get(r.index)) for r in runs]
     ran = len(jobs_todo)
     status = {o.run.index: f"diverged at round {o.diverged_at}" for o in outcomes if o.diverged_at}
     if not tables:
@@ -195,12 +211,15 @@ def sweep(
     return SweepResult(out, table, run_dirs, ran, total - ran, text, outcomes)
 
 
-def _run_one(job: tuple[Config | str | Path, SweepRun, tuple[str, ...], Path, bool, bool]) -> str:
-    """Run one planned run into its folder; the line to log. A divergence is recorded there."""
+def _run_one(job: tuple[Any, ...]) -> tuple[str, Any]:
+    """Run one planned run into its folder: the line to log and (if asked) the final model.
+
+    A divergence is recorded in the folder.
+    """
     from fedsim.errors import DivergedError
     from fedsim.runner import run
 
-    config, r, overrides, folder, resume, progress = job
+    config, r, overrides, folder, resume, progress, keep = job
     show = progress and r.config.runtime.progress
     t0 = time.perf_counter()
     try:
