@@ -237,18 +237,18 @@ def _run_one(job: tuple[Any, ...]) -> tuple[str, Any]:
     except DivergedError as err:
         folder.mkdir(parents=True, exist_ok=True)
         (folder / DIVERGED_FILE).write_text(json.dumps({"round": err.round, "message": str(err)}))
-        return f"{err}, {time.perf_counter() - t0:.1f} s"
+        return f"{err}, {time.perf_counter() - t0:.1f} s", None
     acc = result.summary.get("final_test_accuracy", math.nan)
     resumed = " (resumed)" if resume else ""
-    return f"final acc {acc:.4f}, {time.perf_counter() - t0:.1f} s{resumed}"
+    line = f"final acc {acc:.4f}, {time.perf_counter() - t0:.1f} s{resumed}"
+    return line, result.model if keep else None
 
 
-def _outcome(r: SweepRun, folder: Path) -> RunOutcome:
+def _outcome(r: SweepRun, folder: Path, model: Any) -> RunOutcome:
     if (folder / DIVERGED_FILE).is_file():
-        return RunOutcome(
-            r, folder, {}, int(json.loads((folder / DIVERGED_FILE).read_text())["round"])
-        )
-    return RunOutcome(r, folder, json.loads((folder / SUMMARY_FILE).read_text()))
+        at = int(json.loads((folder / DIVERGED_FILE).read_text())["round"])
+        return RunOutcome(r, folder, {}, at)
+    return RunOutcome(r, folder, json.loads((folder / SUMMARY_FILE).read_text()), 0, model)
 
 
 def _sweep_table(
