@@ -315,7 +315,7 @@ def _folder_state(folder: Path, cfg: Config) -> str:
             f"{cfg.server.rounds}; choose another --out or remove that folder"
         )
     finished = (folder / SUMMARY_FILE).is_file()
-    if diverged or (finished and rounds == cfg.server.rounds):
+    if diverged or (finished and (rounds == cfg.server.rounds or _stopped_early(folder))):
         return _FINISHED
     rundir.check_out_dir(folder, resume=True)
     try:
@@ -331,6 +331,16 @@ def _folder_state(folder: Path, cfg: Config) -> str:
         return _STALE
     # Interrupted, or finished with fewer rounds than the sweep now asks for.
     return _RESUMABLE
+
+
+def _stopped_early(folder: Path) -> bool:
+    """Whether a finished run stopped before its round cap on its own (a target reached):
+    raising the cap would not change it."""
+    try:
+        reason = json.loads((folder / SUMMARY_FILE).read_text()).get("stop_reason", "rounds")
+    except (OSError, ValueError):
+        return False
+    return reason not in ("rounds", None)
 
 
 def _cell(value: Any) -> Any:
