@@ -17,10 +17,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from fedsim.analysis.sweep import SweepPoint, sweep
+from fedsim.analysis.sweep import RunOutcome, SweepPoint, sweep
 
 HERE = Path(__file__).resolve().parent
 NOISE = [0.0, 0.5, 1.0, 3.0]
+FLOAT = "%.6g"
 DP = ["privacy.clip_norm=0.5", "privacy.delta=1e-4"]
 
 
@@ -46,6 +47,21 @@ def label(key: dict) -> str:
     return name + (" + SecAgg" if key["secagg"] else "")
 
 
+def record(o: RunOutcome) -> dict:
+    """One line of summary.csv."""
+    s = o.summary
+    return {
+        **o.values,
+        "final_accuracy": s["final_test_accuracy"],
+        "epsilon": s.get("epsilon", math.nan),
+        "bytes_up_MB": s["bytes_up_total"] / 1e6,
+        "bytes_down_MB": s["bytes_down_total"] / 1e6,
+        "sim_time_s": s["sim_time_s"],
+        "aborted_rounds": s.get("aborted_rounds", 0),
+        "wall_s": s["wall_time_s"],
+    }
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=40)
@@ -53,20 +69,8 @@ def main() -> None:
     args = ap.parse_args()
     done = sweep(HERE / "base.toml", points=points(args.rounds), out_dir=args.out / "runs",
                  tables=False, plots=False)  # fmt: skip
-    df = pd.DataFrame(
-        {
-            **o.values,
-            "final_accuracy": o.summary["final_test_accuracy"],
-            "epsilon": o.summary.get("epsilon", math.nan),
-            "bytes_up_MB": o.summary["bytes_up_total"] / 1e6,
-            "bytes_down_MB": o.summary["bytes_down_total"] / 1e6,
-            "sim_time_s": o.summary["sim_time_s"],
-            "aborted_rounds": o.summary.get("aborted_rounds", 0),
-            "wall_s": o.summary["wall_time_s"],
-        }
-        for o in done.runs
-    )
-    df.to_csv(args.out / "summary.csv", index=False, float_format="%.6g")
+    df = pd.DataFrame(record(o) for o in done.runs)
+    df.to_csv(args.out / "summary.csv", index=False, float_format=FLOAT)
     write_markdown(df, args.out / "summary.md", args.rounds)
     plot(df, [o.folder for o in done.runs], args.out / "plots")
 
