@@ -71,9 +71,9 @@ def record(o: RunOutcome) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--tables-only", action="store_true", help="re-tabulate runs.csv, no runs")
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--out", type=Path, default=Path("results/health"))
-    ap.add_argument("--tables-only", action="store_true", help="re-tabulate runs.csv, no runs")
     args = ap.parse_args()
     if args.tables_only:
         tabulate(pd.read_csv(args.out / "runs.csv"), args.out)
