@@ -1,17 +1,12 @@
 """Robust aggregation against Byzantine clients: accuracy per aggregator, attack and fraction.
 
-Every run is ``fmnist_2nn.toml`` (Fashion-MNIST 2NN, 100 IID clients, 20 per round) with
-overrides: the aggregator (with the options below), the attack and its scale, the Byzantine
-fraction of the population, the seed and the number of rounds. Finished runs are skipped
-(``fedsim.analysis.sweep``), so repeating a command continues it. A run the attack makes diverge
-(a non-finite model: the run stops) gets diverged.json; the table then reports the last test
-accuracy measured before it stopped and the round it diverged at. ``--table`` collects every run
-folder into summary.csv and draws the figure.
+Every run is ``fmnist_2nn.toml`` (Fashion-MNIST 2NN, 100 IID clients, 20 per round) with the
+aggregator, the attack and its scale, the Byzantine fraction, the seed and the rounds set.
+Finished runs are skipped (``fedsim.analysis.sweep``). A run the attack makes diverge gets
+diverged.json; the table reports the last accuracy measured before it stopped and the round.
 
-Usage:
-  python experiments/robust/run.py --attacks sign_flip --fractions 0.2 --rounds 30 --seeds 0
-  python experiments/robust/run.py --rounds 10          # the whole grid, seed 0
-  python experiments/robust/run.py --table              # summary.csv and the figure
+Usage: python experiments/robust/run.py [--attacks sign_flip --fractions 0.2 --rounds 30
+    --seeds 0]  (the whole grid by default);  --table: summary.csv, grid tables and figures
 """
 
 from __future__ import annotations
@@ -19,11 +14,11 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import tomllib
 from pathlib import Path
 
 import pandas as pd
 
+from fedsim.analysis.runs import load_run
 from fedsim.analysis.sweep import DIVERGED_FILE, SweepPoint, sweep
 from fedsim.tables import markdown_table
 
@@ -32,21 +27,13 @@ OUT = Path("results/robust")
 
 #: Each aggregator with its options: the server assumes up to 30% Byzantine clients (f = 6 of
 #: the 20 per round for Krum, trim 30% from each end), and bounds norms near an honest update's.
-AGGREGATORS: dict[str, list[str]] = {
-    "mean": [],
-    "median": [],
-    "trimmed_mean": ["aggregator.trim_fraction=0.3"],
-    "krum": ["aggregator.num_byzantine=6"],
-    "multi_krum": ["aggregator.num_byzantine=6"],
-    "norm_bounded_mean": ["aggregator.norm_bound=1.0"],
-}
-#: Each attack with its scale (faults.byzantine_scale).
-ATTACKS: dict[str, float] = {
-    "sign_flip": 10.0,  # -10 x the honest update
-    "little_is_enough": 1.0,  # mu - 1.0 sigma
-    "gaussian": 1.0,  # N(0, 1) per coordinate
-    "scaled": 10.0,  # 10 x the honest update
-}
+KRUM = "aggregator.num_byzantine=6"
+AGGREGATORS = {"mean": [], "median": [], "trimmed_mean": ["aggregator.trim_fraction=0.3"],
+               "krum": [KRUM], "multi_krum": [KRUM],
+               "norm_bounded_mean": ["aggregator.norm_bound=1.0"]}  # fmt: skip
+#: Each attack with its scale: -10 x the honest update, mu - 1.0 sigma, N(0, 1) per coordinate,
+#: 10 x the honest update.
+ATTACKS = {"sign_flip": 10.0, "little_is_enough": 1.0, "gaussian": 1.0, "scaled": 10.0}
 FRACTIONS = [0.0, 0.1, 0.2, 0.3]
 
 
@@ -70,33 +57,29 @@ def points(args: argparse.Namespace) -> list[SweepPoint]:
 
 
 def table(out: Path) -> pd.DataFrame:
-    """One row per finished run folder: its grid values and final test accuracy."""
+    """summary.csv: a row per finished run folder, its grid values and final test accuracy."""
     rows = []
     for folder in sorted((out / "runs").iterdir()):
-        summary, diverged = folder / "summary.json", folder / DIVERGED_FILE
-        if not summary.exists() and not diverged.exists():
+        diverged = folder / DIVERGED_FILE
+        if not (folder / "summary.json").exists() and not diverged.exists():
             continue
-        cfg = tomllib.loads((folder / "config.toml").read_text())
-        rounds = pd.read_csv(folder / "rounds.csv")
-        evaluated = rounds["test_accuracy"].dropna()
-        if summary.exists():
-            final, diverged_at = json.loads(summary.read_text())["final_test_accuracy"], 0
-        else:  # the last accuracy measured before the model became non-finite
-            final = float(evaluated.iloc[-1]) if len(evaluated) else math.nan
-            diverged_at = json.loads(diverged.read_text())["round"]
-        faults = cfg["faults"]
-        rows.append({
-            "aggregator": cfg["aggregator"]["name"],
-            "attack": faults["byzantine_attack"] if faults["byzantine_fraction"] else "none",
-            "byzantine_fraction": faults["byzantine_fraction"],
-            "seed": cfg["experiment"]["seed"], "rounds": cfg["server"]["rounds"],
-            "final_test_accuracy": final, "diverged_at_round": diverged_at,
-            "best_test_accuracy": rounds["test_accuracy"].max(),
-            "wall_time_s": rounds["wall_time_s"].sum(), "run": folder.name,
-        })  # fmt: skip
-    df = pd.DataFrame(rows).sort_values(
-        ["rounds", "attack", "byzantine_fraction", "aggregator", "seed"]
-    )
+        run = load_run(folder)
+        c, acc = run.config, run.rounds["test_accuracy"]
+        # A run that diverged: the last accuracy measured before the model became non-finite.
+        last = float(acc.dropna().iloc[-1]) if acc.notna().any() else math.nan
+        fraction = c["faults.byzantine_fraction"]
+        rows.append({"aggregator": c["aggregator.name"],
+                     "attack": c["faults.byzantine_attack"] if fraction else "none",
+                     "byzantine_fraction": fraction, "seed": c["experiment.seed"],
+                     "rounds": c["server.rounds"],
+                     "final_test_accuracy": run.summary.get("final_test_accuracy", last),
+                     "diverged_at_round": json.loads(diverged.read_text())["round"]
+                     if diverged.exists() else 0,
+                     "best_test_accuracy": acc.max(),
+                     "wall_time_s": run.rounds["wall_time_s"].sum(),
+                     "run": folder.name})  # fmt: skip
+    df = pd.DataFrame(rows)
+    df = df.sort_values(["rounds", "attack", "byzantine_fraction", "aggregator", "seed"])
     df.to_csv(out / "summary.csv", index=False, float_format="%.4f")
     return df
 
