@@ -32,3 +32,27 @@ def plot_band(ax: Any, run_dirs: Sequence[str | Path], column: str, **style: Any
     (line,) = ax.plot(band.index, band["mean"], **style)
     ax.fill_between(band.index, band["min"], band["max"], color=line.get_color(), alpha=0.2)
     return True
+
+
+def band_table(
+    runs: pd.DataFrame,
+    keys: Sequence[str],
+    columns: Sequence[str],
+    root: str | Path = ".",
+    folder: str = "run",
+) -> pd.DataFrame:
+    """Per setting and round: mean, min and max over the setting's runs of rounds.csv columns.
+
+    ``runs`` has a row per run: its setting in the ``keys`` columns and its folder (under
+    ``root``) in ``folder``. The result has the keys, ``round`` and ``<column>_<mean|min|max>``,
+    settings in their order of first appearance.
+    """
+    data = pd.concat(
+        pd.read_csv(Path(root) / r[folder] / ROUNDS_FILE)[["round", *columns]].assign(
+            **{k: r[k] for k in keys}
+        )
+        for _, r in runs.iterrows()
+    )
+    stats = data.groupby([*keys, "round"], sort=False)[list(columns)].agg(["mean", "min", "max"])
+    stats.columns = [f"{a}_{b}" for a, b in stats.columns]
+    return stats.reset_index()
