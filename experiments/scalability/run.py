@@ -1,22 +1,19 @@
 """Time per round against cohort size, population size and number of workers.
 
-Run from the repository root:  python experiments/scalability/run.py
-Writes CSV and figures to results/scalability/ (see the README beside this file). Every point
-runs in its own process (fedsim.bench.target, or the numpy floor), measured from outside for
-peak memory; seconds per round are the median of the rounds after the first two. Timings are
-not a ``fedsim sweep`` (each run needs its own process); ``--tables-only`` rebuilds summary.csv
-and the figures from runs.csv.
+Run from the repository root:  python experiments/scalability/run.py  (results/scalability/,
+see the README beside this file). Every point runs in its own process (fedsim.bench.target, or
+the numpy floor), measured from outside for peak memory, so this is not a ``fedsim sweep``;
+seconds per round are the median of the rounds after the first two. ``--tables-only`` rebuilds
+summary.csv and the figures from runs.csv.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
 import statistics
 import sys
-import time
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -27,7 +24,6 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from fedsim import config as config_mod  # noqa: E402
 from fedsim.bench.harness import machine, run_fedsim, run_floor  # noqa: E402
 
 CONFIG = ROOT / "experiments" / "scalability" / "population_1m.toml"
@@ -64,8 +60,9 @@ def measure(skip: list[str], repeat: int) -> list[dict[str, Any]]:
             for _, k, n, workload, rounds, workers, sets in (p for p in points if p[0] == sweep):
                 run = (run_floor(workload, CONFIG, rounds, 1, rep, sets) if workers == "floor"
                        else run_fedsim(workload, CONFIG, rounds, workers, rep, sets))  # fmt: skip
-                rows.append({"sweep": sweep, "clients_per_round": k, "num_clients": n,
-                             **asdict(run)})  # fmt: skip
+                rows.append(
+                    {"sweep": sweep, "clients_per_round": k, "num_clients": n} | asdict(run)
+                )
                 print(f"  {sweep:10s} N={n:>9,} K={k:>6,} {run.system:6s} workers="
                       f"{run.workers:>5s}: {run.steady_s:.4f} s/round, peak "
                       f"{run.peak_rss_mib:.0f} MiB ({run.peak_process})", flush=True)  # fmt: skip
@@ -88,51 +85,6 @@ def summarise(runs: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
-def server_split(cohort: int, rounds: int) -> dict[str, float]:
-    """Where a round's time goes, on the real server code in one process: selection and
-    training timed by wrapping the population and the executor; the timeline is the rest of
-    the selection phase, aggregation the rest of the training phase."""
-    from threadpoolctl import threadpool_limits
-
-    from fedsim.runner import prepare
-    from fedsim.runtime.executors import LocalExecutor
-    from fedsim.runtime.server import Server
-    from fedsim.runtime.work import train_spec
-
-    cfg = config_mod.load(CONFIG, [f"server.clients_per_round={cohort}", "runtime.backend='local'"])
-    exp, spent = prepare(cfg), {"select": 0.0, "train": 0.0}
-    select = exp.population.select
-
-    def timed_select(*args: Any) -> Any:
-        t = time.perf_counter()
-        out = select(*args)
-        spent["select"] += time.perf_counter() - t
-        return out
-
-    class TimedExecutor(LocalExecutor):
-        async def train(self, *args: Any) -> Any:
-            t = time.perf_counter()
-            out = await super().train(*args)
-            spent["train"] += time.perf_counter() - t
-            return out
-
-    exp.population.select = timed_select  # type: ignore[method-assign]
-    executor = TimedExecutor(exp.model, exp.dataset, train_spec(cfg, exp.strategy))
-    server = Server(cfg, exp.dataset, exp.model, exp.strategy, exp.population, executor)
-    parts: dict[str, list[float]] = {k: [] for k in ("selection", "timeline", "training",
-                                                     "aggregation", "round")}  # fmt: skip
-    with threadpool_limits(limits=1):
-        for _ in range(rounds):
-            spent.update(select=0.0, train=0.0)
-            rec = asyncio.run(server.run_round()).record
-            parts["selection"].append(spent["select"])
-            parts["timeline"].append(rec["server_s"] - spent["select"])
-            parts["training"].append(spent["train"])
-            parts["aggregation"].append(rec["train_s"] - spent["train"])
-            parts["round"].append(rec["wall_time_s"])
-    return {k: statistics.median(v[1:]) for k, v in parts.items()}
-
-
 def plot(summary: pd.DataFrame, out: Path) -> None:
     import matplotlib.pyplot as plt
 
@@ -142,26 +94,22 @@ def plot(summary: pd.DataFrame, out: Path) -> None:
     fig, ax = plt.subplots(figsize=(6, 4.2))
     for system, style, label in (("fedsim", "o-", "fedsim"),
                                  ("floor", "s--", "numpy floor (one process)")):  # fmt: skip
-        pts = cohort[cohort["system"] == system]
-        if len(pts):
+        if len(pts := cohort[cohort["system"] == system]):
             ax.plot(pts["clients_per_round"], pts["s_per_round"], style, label=label)
-    ref = cohort[cohort["system"] == "fedsim"]
-    if len(ref):
-        k0, t0 = ref["clients_per_round"].iloc[-1], ref["s_per_round"].iloc[-1]
-        xs = ref["clients_per_round"]
-        ax.plot(xs, t0 * xs / k0, ":", color="grey", label="linear in cohort")
+    if len(ref := cohort[cohort["system"] == "fedsim"]):
+        xs, last = ref["clients_per_round"], ref.iloc[-1]
+        ax.plot(xs, last["s_per_round"] * xs / last["clients_per_round"], ":", color="grey",
+                label="linear in cohort")  # fmt: skip
     ax.set(xscale="log", yscale="log", xlabel="clients per round (population 1,000,000)",
            ylabel="seconds per round (steady state)")  # fmt: skip
     ax.legend()
     ax.grid(True, which="both", alpha=0.3)
     fig.tight_layout()
     save_figure(fig, out, "time_vs_cohort", formats=("png", "svg"))
-    pts = summary[summary["sweep"] == "workers"]
-    if len(pts):
+    if len(pts := summary[summary["sweep"] == "workers"]):
         fig, ax = plt.subplots(figsize=(5, 3.8))
         ax.bar(pts["workers"].astype(str), pts["s_per_round"], color="tab:blue")
-        floor = summary[summary["sweep"] == "workers-floor"]
-        if len(floor):
+        if len(floor := summary[summary["sweep"] == "workers-floor"]):
             ax.axhline(floor["s_per_round"].iloc[0], ls="--", color="grey", label="numpy floor")
             ax.legend()
         ax.set(xlabel="workers ('local' = in-process backend)",
@@ -178,8 +126,7 @@ def main() -> int:
                         "workers", "split"])  # fmt: skip
     parser.add_argument("--tables-only", action="store_true", help="summary from runs.csv")
     args = parser.parse_args()
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    (out := Path(args.out)).mkdir(parents=True, exist_ok=True)
     if args.tables_only:
         runs = pd.read_csv(out / "runs.csv", dtype={"workers": str}, keep_default_na=False,
                            na_values=["nan"])  # fmt: skip
@@ -187,7 +134,9 @@ def main() -> int:
         runs = pd.DataFrame(measure(args.skip, args.repeat))
         runs.to_csv(out / "runs.csv", index=False, na_rep="nan", lineterminator=CRLF)
         if "split" not in args.skip:
-            split = server_split(10_000, 4)
+            from server_split import server_split  # beside this file
+
+            split = server_split(CONFIG, 10_000, 4)
             print("server split at 10,000 clients per round (in-process):", split)
             pd.DataFrame([split]).to_csv(out / "server_split.csv", index=False, lineterminator=CRLF)
         (out / "machine.json").write_text(json.dumps(machine(), indent=2) + "\n")
