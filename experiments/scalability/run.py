@@ -42,9 +42,8 @@ def grid(skip: list[str], cpus: int) -> list[tuple[str, int, int, str, int, str,
         sets = [f"server.clients_per_round={k}"]
         out += [("cohort", k, 1_000_000, "1M", rounds, w, sets),
                 ("cohort", k, 1_000_000, "1M", 3, "floor", sets)]  # fmt: skip
-    for n in POPULATIONS if "population" not in skip else ():
-        sets = ["server.clients_per_round=1000", f"population.num_clients={n}"]
-        out.append(("population", 1000, n, f"N={n}", 10, w, sets))
+    out += [("population", 1000, n, f"N={n}", 10, w, [W2[0], f"population.num_clients={n}"])
+            for n in POPULATIONS if "population" not in skip]  # fmt: skip
     if "workers" not in skip:
         out += [("workers", 1000, 10_000, "W2", 10, c, W2)
                 for c in dict.fromkeys(["local", "1", "2", w])]  # fmt: skip
@@ -60,9 +59,8 @@ def measure(skip: list[str], repeat: int) -> list[dict[str, Any]]:
             for _, k, n, workload, rounds, workers, sets in (p for p in points if p[0] == sweep):
                 run = (run_floor(workload, CONFIG, rounds, 1, rep, sets) if workers == "floor"
                        else run_fedsim(workload, CONFIG, rounds, workers, rep, sets))  # fmt: skip
-                rows.append(
-                    {"sweep": sweep, "clients_per_round": k, "num_clients": n} | asdict(run)
-                )
+                head = {"sweep": sweep, "clients_per_round": k, "num_clients": n}
+                rows.append(head | asdict(run))
                 print(f"  {sweep:10s} N={n:>9,} K={k:>6,} {run.system:6s} workers="
                       f"{run.workers:>5s}: {run.steady_s:.4f} s/round, peak "
                       f"{run.peak_rss_mib:.0f} MiB ({run.peak_process})", flush=True)  # fmt: skip
