@@ -5,19 +5,20 @@ aggregator, the attack and its scale, the Byzantine fraction, the seed and the r
 Finished runs are skipped (``fedsim.analysis.sweep``). A run the attack makes diverge gets
 diverged.json; the table reports the last accuracy measured before it stopped and the round.
 
-Usage: python experiments/robust/run.py [--attacks sign_flip --fractions 0.2 --rounds 30
-    --seeds 0]  (the whole grid by default);  --table: summary.csv, grid tables and figures
+Usage: python experiments/robust/run.py [--attacks A --fractions F --rounds 30 --seeds 0] [--table]
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import math
 from pathlib import Path
 
 import pandas as pd
 
+from fedsim.analysis.bands import seed_band
 from fedsim.analysis.runs import load_run
 from fedsim.analysis.sweep import DIVERGED_FILE, SweepPoint, sweep
 from fedsim.tables import markdown_table
@@ -43,11 +44,9 @@ def points(args: argparse.Namespace) -> list[SweepPoint]:
     plan = [(args.attacks[0], f) for f in args.fractions if f == 0]
     plan += [(a, f) for a in args.attacks for f in args.fractions if f > 0]
     out = []
-    for seed, (attack, fraction), agg in (
-        (s, p, a) for s in args.seeds for p in plan for a in args.aggregators
-    ):
-        what = "none" if fraction == 0 else f"{attack}_f{fraction:g}"
-        name = f"{what}_{agg}_s{seed}_r{args.rounds}"
+    for seed, (attack, fraction), agg in itertools.product(args.seeds, plan, args.aggregators):
+        name = f"{'none' if fraction == 0 else f'{attack}_f{fraction:g}'}_{agg}_s{seed}"
+        name += f"_r{args.rounds}"
         over = [f"aggregator.name='{agg}'", *AGGREGATORS[agg],
                 f"faults.byzantine_fraction={fraction}", f"faults.byzantine_attack='{attack}'",
                 f"faults.byzantine_scale={ATTACKS[attack]}", f"experiment.seed={seed}",
@@ -94,21 +93,19 @@ def cell(runs: pd.DataFrame) -> str:
     return f"{text} ({diverged}/{len(runs)} diverged)" if diverged else text
 
 
-def grid_markdown(df: pd.DataFrame, out: Path, rounds: int) -> Path:
+def grid_markdown(df: pd.DataFrame, out: Path, rounds: int) -> None:
     """The grid as a Markdown table: a row per attack and fraction, a column per aggregator."""
-    d = df[df["rounds"] == rounds].copy()
-    d["attack"] = pd.Categorical(d["attack"], ["none", *ATTACKS], ordered=True)
-    d = d.sort_values(["attack", "byzantine_fraction"])
-    groups = d.groupby(["attack", "byzantine_fraction"], sort=False, observed=True)
-    rows = [
-        [attack, f"{fraction:g}", part["seed"].nunique()]
-        + [cell(part[part["aggregator"] == agg]) for agg in AGGREGATORS]
-        for (attack, fraction), part in groups
-    ]
-    path = out / f"grid_r{rounds}.md"
+    d = (
+        df[df["rounds"] == rounds]
+        .assign(attack=lambda f: pd.Categorical(f["attack"], ["none", *ATTACKS], ordered=True))
+        .sort_values(["attack", "byzantine_fraction"])
+    )
+    rows = [[attack, f"{fraction:g}", part["seed"].nunique(),
+             *(cell(part[part["aggregator"] == agg]) for agg in AGGREGATORS)]
+            for (attack, fraction), part in d.groupby(["attack", "byzantine_fraction"],
+                                                      sort=False, observed=True)]  # fmt: skip
     head = ["attack", "Byzantine fraction", "seeds", *AGGREGATORS]
-    path.write_text(markdown_table(head, rows) + "\n")
-    return path
+    (out / f"grid_r{rounds}.md").write_text(markdown_table(head, rows) + "\n")
 
 
 def figures(df: pd.DataFrame, out: Path, rounds: int) -> None:
@@ -123,11 +120,9 @@ def figures(df: pd.DataFrame, out: Path, rounds: int) -> None:
                              squeeze=False)  # fmt: skip
     for ax, attack in zip(axes[0], attacks, strict=True):
         part = d[d["attack"].isin(["none", attack])]
-        for agg in AGGREGATORS:
-            mean = part[part["aggregator"] == agg].groupby("byzantine_fraction")
-            mean = mean["final_test_accuracy"].mean()
-            if len(mean):
-                ax.plot(mean.index, mean.values, marker="o", label=agg)
+        mean = part.groupby(["aggregator", "byzantine_fraction"])["final_test_accuracy"].mean()
+        for agg in (a for a in AGGREGATORS if a in mean.index):
+            ax.plot(mean[agg].index, mean[agg].values, marker="o", label=agg)
         ax.set(title=f"{attack} (scale {ATTACKS[attack]:g})",
                xlabel="Byzantine fraction of the population")  # fmt: skip
         ax.grid(alpha=0.3)
@@ -141,19 +136,15 @@ def curves(df: pd.DataFrame, out: Path, rounds: int, attack: str, fraction: floa
     """Test accuracy against rounds per aggregator, at one attack and fraction (mean of seeds)."""
     import matplotlib.pyplot as plt
 
-    from fedsim.analysis.bands import seed_band
-
     d = df[(df["rounds"] == rounds) & (df["attack"] == attack)]
     d = d[d["byzantine_fraction"] == fraction]
     fig, ax = plt.subplots(figsize=(5.5, 3.6))
-    for agg in AGGREGATORS:
-        if (runs := d[d["aggregator"] == agg]).empty:
-            continue
-        mean = seed_band([out / "runs" / r for r in runs["run"]], "test_accuracy")["mean"]
-        div = runs["diverged_at_round"]
-        note = f", diverged at round {int(div.min())}" if (div > 0).any() else ""
-        label = f"{agg} ({len(runs)} seed{'s' if len(runs) > 1 else ''}{note})"
-        ax.plot(mean.index, mean, marker="o", label=label)
+    for agg, runs in ((a, d[d["aggregator"] == a]) for a in AGGREGATORS):
+        if len(div := runs["diverged_at_round"]):
+            note = f", diverged at round {int(div.min())}" if (div > 0).any() else ""
+            mean = seed_band([out / "runs" / r for r in runs["run"]], "test_accuracy")["mean"]
+            label = f"{agg} ({len(runs)} seed{'s' if len(runs) > 1 else ''}{note})"
+            ax.plot(mean.index, mean, marker="o", label=label)
     ax.set(xlabel="round", ylabel="test accuracy",
            title=f"{fraction:.0%} {attack} clients (scale {ATTACKS[attack]:g})")  # fmt: skip
     ax.grid(alpha=0.3)
