@@ -1,12 +1,10 @@
 """Reproduce McMahan et al. 2017 (FedAvg), Tables 1 and 2, on Fashion-MNIST (or MNIST).
 
-Every setting (model, IID or pathological non-IID, C, E, B) runs once per learning rate of a
-multiplicative grid (steps of 10^(1/3)) until test accuracy reaches the target; the best rate
-reaches it in the fewest (interpolated) rounds. Finished runs are skipped, runs made with a lower
-round cap are continued (``fedsim.analysis.sweep``).
+Every setting of grid.toml (model, IID or pathological non-IID, C, E, B) runs at each of its
+learning rates until test accuracy reaches the target; the best rate reaches it in the fewest
+(interpolated) rounds. Finished runs are skipped, shorter ones continued (fedsim.analysis.sweep).
 
-Usage: python experiments/mcmahan2017/run.py [--table 1|2|all] [--full] [--jobs 2]
-    [--target 0.97 --target2 0.99 --set data.dataset=mnist --set data.path=DIR]
+Usage: python experiments/mcmahan2017/run.py [--table 1|2|all] [--full] [--jobs 2] [--set K=V]
 """
 
 from __future__ import annotations
@@ -14,6 +12,8 @@ from __future__ import annotations
 import argparse
 import itertools
 import math
+import tomllib
+from math import nan as NAN
 from pathlib import Path
 
 import pandas as pd
@@ -26,38 +26,26 @@ from fedsim.tables import markdown_table
 
 HERE = Path(__file__).resolve().parent
 NON_IID = ["partition.scheme='shards'", "partition.num_shards=200", "partition.shards_per_client=2"]
-LR_GRID = [round(10 ** (k / 3), 4) for k in range(-6, 2)]  # 0.01 ... 2.15
-# Table 2 subset: one rate for FedSGD (a pilot put 0.1 level with 0.0464), two for B=10.
-CNN_SGD_LRS, CNN_AVG_LRS = [0.1], [0.0464, 0.1]
-TARGET = {1: 0.85, 2: 0.85}
-# Rounds to a lower second target too: a FedSGD that misses the first often reaches this one.
-LOWER_BY = 0.05
-# The paper's MNIST rounds to 97% (2NN) / 99% (CNN), IID and non-IID.
-PAPER = {("2nn", 0.1, "inf", 1): (1474, 1796), ("2nn", 0.1, "10", 1): (87, 664),
-         ("2nn", 0.0, "inf", 1): (1455, 4278), ("2nn", 0.0, "10", 1): (316, 3275),
-         ("cnn", 0.1, "inf", 1): (626, 483), ("cnn", 0.1, "10", 5): (20, 229),
-         ("cnn", 0.1, "10", 1): (34, 350), ("cnn", 0.1, "10", 20): (18, 173)}  # fmt: skip
-KEYS = ["model", "C", "E", "B", "partition"]
+# Rounds to a second target 5 points lower too: a FedSGD that misses the first often reaches it.
+TARGET, LOWER_BY = {1: 0.85, 2: 0.85}, 0.05
+KEYS, BY = ["model", "C", "E", "B", "partition"], ("rounds_to_target", "best_accuracy")
 FIGURES = {"rounds": plot_accuracy_loss_vs_rounds,
            "bytes": lambda runs: plot_accuracy_vs_bytes(runs, log=True)}  # fmt: skip
+CAPTION = (
+    "Rounds to reach {target:.0%} (and {low:.0%}) test accuracy on Fashion-MNIST, best learning "
+    "rate of the grid (chosen by the first target); speedup against FedSGD of the same C and "
+    'partition ("> x": FedSGD did not reach that target within its cap, so its cap bounds the '
+    "speedup). The paper's MNIST rounds to 97% (2NN) / 99% (CNN) beside them."
+)
+GRID = tomllib.loads((HERE / "grid.toml").read_text())
+# The paper's MNIST rounds (IID, non-IID) of every setting, by (model, C, B, E).
+PAPER = {(r["model"], r["C"], r["B"], r["E"]): tuple(r["paper"])
+         for table in GRID.values() for rows in table.values() for r in rows}  # fmt: skip
 
 
 def settings(table: int, full: bool = False) -> list[dict]:
-    """(model, C, B, E, lr grid, round cap) of each row; Table 2 by default is the subset that
-    finishes in about two hours on 2 cores, ``full`` adds E=1 and E=20 and a third rate."""
-    if table == 1:
-        # Three neighbouring grid values per setting, around where a first search put the best
-        # one (the paper searched 11-13 values).
-        return [{"model": "2nn", "C": c, "B": b, "E": 1, "lrs": LR_GRID[4:7] if b == "inf"
-                 else LR_GRID[1:4], "cap": 1000 if b == "inf" else 500}
-                for c in (0.1, 0.0) for b in ("inf", "10")]  # fmt: skip
-    sgd, avg = (LR_GRID[2:5], LR_GRID[1:4]) if full else (CNN_SGD_LRS, CNN_AVG_LRS)
-    rows = [{"model": "cnn", "C": 0.1, "B": "inf", "E": 1, "lrs": sgd, "cap": 300},
-            {"model": "cnn", "C": 0.1, "B": "10", "E": 5, "lrs": avg, "cap": 60}]  # fmt: skip
-    if full:
-        rows += [{"model": "cnn", "C": 0.1, "B": "10", "E": e, "lrs": avg, "cap": cap}
-                 for e, cap in ((1, 100), (20, 60))]  # fmt: skip
-    return rows
+    """The rows of a table (grid.toml): model, C, B, E, learning rates, round cap, paper."""
+    return GRID[f"table{table}"]["full" if full and table == 2 else "rows"]
 
 
 def points(table: int, full: bool, target: float, extra: list[str]) -> list[SweepPoint]:
@@ -80,13 +68,11 @@ def points(table: int, full: bool, target: float, extra: list[str]) -> list[Swee
 
 
 def record(o: RunOutcome, target: float) -> dict:
-    """One line of the all-learning-rates table."""
-    rounds = o.rounds
+    rounds = o.rounds  # one line of the all-learning-rates table
     entry = {**o.values, "rounds_run": len(rounds), "run": f"runs/{o.run.name}",
              "diverged": o.diverged_at > 0}  # fmt: skip
     if entry["diverged"]:
-        missing = ["rounds_to_target", "rounds_to_lower", "best_accuracy"]
-        return entry | dict.fromkeys(missing, math.nan)
+        return entry | dict.fromkeys(("rounds_to_target", "rounds_to_lower", "best_accuracy"), NAN)
     return entry | {"rounds_to_target": reach(rounds, target) or math.nan,
                     "rounds_to_lower": reach(rounds, target - LOWER_BY) or math.nan,
                     "bytes_to_target": reach(rounds, target, x="cum_bytes"),
@@ -97,8 +83,7 @@ def record(o: RunOutcome, target: float) -> dict:
 def best_per_setting(runs: pd.DataFrame) -> pd.DataFrame:
     """The best rate of each setting, the paper's rounds and the speedups over FedSGD (B = inf,
     E = 1) of the same C and partition; when FedSGD missed, its cap bounds the speedup."""
-    by = ["rounds_to_target", "best_accuracy"]
-    best = best_per_group(runs[~runs["diverged"]], KEYS, by, [True, False])
+    best = best_per_group(runs[~runs["diverged"]], KEYS, [*BY], [True, False])
     paper = [PAPER.get((r.model, r.C, r.B, r.E), (math.nan,) * 2)[r.partition != "iid"]
              for r in best.itertuples()]  # fmt: skip
     best = best.assign(paper_mnist_rounds=paper)
@@ -128,13 +113,7 @@ def write_table(table: pd.DataFrame, out: Path, number: int, target: float) -> N
             for _, r in table.iterrows()]  # fmt: skip
     head = ["model", "C", "E", "B", "partition", "lr", f"rounds to {target:.0%}", "speedup",
             f"rounds to {low:.0%}", "speedup", "paper (MNIST)"]  # fmt: skip
-    text = (
-        f"Rounds to reach {target:.0%} (and {low:.0%}) test accuracy on Fashion-MNIST, best "
-        "learning rate of the grid (chosen by the first target); speedup against FedSGD of the "
-        'same C and partition ("> x": FedSGD did not reach that target within its cap, so its '
-        "cap bounds the speedup). The paper's MNIST rounds to 97% (2NN) / 99% (CNN) beside them."
-        f"\n\n{markdown_table(head, rows)}\n"
-    )
+    text = f"{CAPTION.format(target=target, low=low)}\n\n{markdown_table(head, rows)}\n"
     (out / f"table{number}.md").write_text(text)
     print(text, end="")
     for partition, (name, fn) in itertools.product(("iid", "non-iid"), FIGURES.items()):
@@ -150,20 +129,19 @@ def main() -> int:
     parser.add_argument("--target2", type=float, default=None, help="Table 2 accuracy to reach")
     parser.add_argument("--jobs", type=int, default=1, help="runs at a time (in-process backend)")
     parser.add_argument("--set", action="append", default=[], help="extra config overrides")
-    parser.add_argument("--out", default="results/mcmahan2017")
-    args = parser.parse_args()
-    if args.jobs < 1:
+    parser.add_argument("--out", type=Path, default=Path("results/mcmahan2017"))
+    if (args := parser.parse_args()).jobs < 1:
         parser.error(f"--jobs must be at least 1, got {args.jobs}")
-    out = Path(args.out)
     # Several runs at a time: one core each, without a Ray instance per process.
     extra = (["runtime.backend='local'"] if args.jobs > 1 else []) + args.set
     for number in (1, 2) if args.table == "all" else (int(args.table),):
         target = (args.target, args.target2)[number - 1] or TARGET[number]
         done = sweep(HERE / "base.toml", points=points(number, args.full, target, extra),
-                     out_dir=out / "runs", jobs=args.jobs, tables=False, plots=False)  # fmt: skip
+                     out_dir=args.out / "runs", jobs=args.jobs, tables=False,
+                     plots=False)  # fmt: skip
         runs = pd.DataFrame(record(o, target) for o in done.runs)
-        runs.to_csv(out / f"table{number}_all_learning_rates.csv", index=False)
-        write_table(best_per_setting(runs), out, number, target)
+        runs.to_csv(args.out / f"table{number}_all_learning_rates.csv", index=False)
+        write_table(best_per_setting(runs), args.out, number, target)
     return 0
 
 
