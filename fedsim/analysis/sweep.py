@@ -143,8 +143,7 @@ def sweep(
     them ``runtime.backend = "local"``); with ``build``, every setting still to run is built
     first (:func:`build_runs`); ``fresh`` runs every run again (its old folder removed) and
     ``models`` keeps each final model in the result, for tables that score the models.
-    ``log`` receives one line per run. The result's ``runs`` hold
-    each run's summary and folder.
+    ``log`` receives one line per run. The result's ``runs`` hold each run's summary and folder.
     """
     if jobs < 1:
         raise ConfigError(f"--jobs: must be >= 1, got {jobs}")
@@ -165,32 +164,9 @@ def sweep(
     if build:
         build_runs([r for r, state in zip(runs, states, strict=True) if state != _FINISHED])
     say = log or (lambda _: None)
-    total = len(runs)
-    jobs_todo = []
-    for r, state in zip(runs, states, strict=True):
-        folder = out / r.name
-        if state == _FINISHED:
-            say(f"run {r.index}/{total}: {r.name}: finished before, skipped")
-            continue
-        if state == _STALE:
-            # Left by a run killed before it wrote its config: nothing in it can be reused.
-            shutil.rmtree(folder)
-        jobs_todo.append(
-            (config, r, tuple(overrides), folder, state == _RESUMABLE, progress, models)
-        )
-    finals: dict[int, Any] = {}
-    pool = ProcessPoolExecutor(max_workers=jobs) if jobs > 1 and len(jobs_todo) > 1 else None
-    try:
-        done = pool.map(_run_one, jobs_todo) if pool else map(_run_one, jobs_todo)
-        for job, (line, model) in zip(jobs_todo, done, strict=True):
-            say(f"run {job[1].index}/{total}: {job[1].name}: {line}")
-            finals[job[1].index] = model
-    finally:
-        if pool:
-            pool.shutdown()
+    finals = _run_all(config, runs, states, out, overrides, progress, models, jobs, say)
     outcomes = [_outcome(r, out / r.name, finals.get(r.index)) for r in runs]
-    ran = len(jobs_todo)
-    status = {o.run.index: f"diverged at round {o.diverged_at}" for o in outcomes if o.diverged_at}
+    ran, total = len(finals), len(runs)
     if not tables:
         return SweepResult(out, pd.DataFrame(), [o.folder for o in outcomes], ran, total - ran,
                            "", outcomes)  # fmt: skip
@@ -201,6 +177,7 @@ def sweep(
     # A run that diverged before its first round has no records to compare or plot.
     recorded = [d for d in run_dirs if (d / ROUNDS_FILE).is_file()]
     comparison = compare_runs(recorded, target=target)
+    status = {o.run.index: f"diverged at round {o.diverged_at}" for o in outcomes if o.diverged_at}
     table = _sweep_table(runs, run_dirs, comparison, status)
     table.to_csv(out / SWEEP_FILE, index=False)
     text = write_comparison(comparison, out)
@@ -209,6 +186,42 @@ def sweep(
 
         plot_runs(recorded, out / "plots")
     return SweepResult(out, table, run_dirs, ran, total - ran, text, outcomes)
+
+
+def _run_all(
+    config: Config | str | Path,
+    runs: Sequence[SweepRun],
+    states: Sequence[str],
+    out: Path,
+    overrides: Sequence[str],
+    progress: bool,
+    models: bool,
+    jobs: int,
+    say: Callable[[str], None],
+) -> dict[int, Any]:
+    """Run every run not finished before (``jobs`` at a time); each ran run's index -> its
+    final model (None unless ``models``)."""
+    todo = []
+    for r, state in zip(runs, states, strict=True):
+        if state == _FINISHED:
+            say(f"run {r.index}/{len(runs)}: {r.name}: finished before, skipped")
+            continue
+        if state == _STALE:
+            # Left by a run killed before it wrote its config: nothing in it can be reused.
+            shutil.rmtree(out / r.name)
+        resume = state == _RESUMABLE
+        todo.append((config, r, tuple(overrides), out / r.name, resume, progress, models))
+    finals: dict[int, Any] = {}
+    pool = ProcessPoolExecutor(max_workers=jobs) if jobs > 1 and len(todo) > 1 else None
+    try:
+        done = pool.map(_run_one, todo) if pool else map(_run_one, todo)
+        for job, (line, model) in zip(todo, done, strict=True):
+            say(f"run {job[1].index}/{len(runs)}: {job[1].name}: {line}")
+            finals[job[1].index] = model
+    finally:
+        if pool:
+            pool.shutdown()
+    return finals
 
 
 def _run_one(job: tuple[Any, ...]) -> tuple[str, Any]:
