@@ -32,6 +32,8 @@ ROUNDS_FILE = "rounds.csv"
 CLIENTS_FILE = "clients.csv"
 PARTITION_FILE = "partition.csv"
 SUMMARY_FILE = "summary.json"
+#: Written by a sweep in the folder of a run that diverged: ``{"round": N, "message": ...}``.
+DIVERGED_FILE = "diverged.json"
 PLOTS_DIR = "plots"
 CHECKPOINT_DIR = "checkpoint"
 STATE_FILE = "state.json"
@@ -47,6 +49,7 @@ RUN_ENTRIES = frozenset(
         CLIENTS_FILE,
         PARTITION_FILE,
         SUMMARY_FILE,
+        DIVERGED_FILE,
         PLOTS_DIR,
         CHECKPOINT_DIR,
         TENSORBOARD_DIR,

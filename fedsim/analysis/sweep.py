@@ -45,8 +45,10 @@ from fedsim.analysis.sweep_plan import (
 )
 from fedsim.config import Config
 from fedsim.options import ConfigError
+from fedsim.rundir import DIVERGED_FILE
 
 __all__ = [
+    "DIVERGED_FILE",
     "GridAxis",
     "RunOutcome",
     "SweepPoint",
@@ -61,9 +63,6 @@ __all__ = [
 ]
 
 SWEEP_FILE = "sweep.csv"
-#: Written in a run's folder when the run diverged: ``{"round": N, "message": ...}``. Such a run
-#: counts as finished (its outcome is known), so running the sweep again skips it.
-DIVERGED_FILE = "diverged.json"
 # What to do with a planned run's folder.
 _NEW, _FINISHED, _RESUMABLE, _STALE = "new", "finished", "resumable", "stale"
 
