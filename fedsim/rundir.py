@@ -33,6 +33,8 @@ CLIENTS_FILE = "clients.csv"
 PARTITION_FILE = "partition.csv"
 SUMMARY_FILE = "summary.json"
 PROFILE_FILE = "profile.csv"
+#: Written by a sweep in the folder of a run that diverged: ``{"round": N, "message": ...}``.
+DIVERGED_FILE = "diverged.json"
 PLOTS_DIR = "plots"
 CHECKPOINT_DIR = "checkpoint"
 STATE_FILE = "state.json"
@@ -51,6 +53,7 @@ RUN_ENTRIES = frozenset(
         PARTITION_FILE,
         SUMMARY_FILE,
         PROFILE_FILE,
+        DIVERGED_FILE,
         PLOTS_DIR,
         CHECKPOINT_DIR,
         TENSORBOARD_DIR,

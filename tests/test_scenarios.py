@@ -10,32 +10,34 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from test_paper_scripts import load_script
+from test_paper_scripts import script
 
 from fedsim import config as config_mod
 from fedsim.runner import prepare, run
 
 ROOT = Path(__file__).resolve().parents[1]
-HEALTH = load_script("health")
-TRAFFIC = load_script("traffic")
+HEALTH = script("health")
+TRAFFIC = script("traffic")
 
 
 def test_every_planned_health_run_builds_with_the_silos_of_the_federated_run() -> None:
     fed = prepare(config_mod.load(HEALTH.FEDERATED), HEALTH.HERE).dataset
-    for name, group, path, over in HEALTH.variants():
-        exp = prepare(config_mod.load(path, over), HEALTH.HERE)
+    points = HEALTH.points(1)
+    for p in points:
+        name, group = p.values["run"], p.values["group"]
+        exp = prepare(config_mod.load(p.config, list(p.overrides)), HEALTH.HERE)
         if group == "silo alone":
             k = int(name.split()[1])
             np.testing.assert_array_equal(exp.dataset.client_train(0)[1], fed.client_train(k)[1])
         elif group == "centralised":
             assert exp.dataset.client_sizes().tolist() == [fed.client_sizes().sum()]
-    assert len(HEALTH.variants()) == 8 + 1 + HEALTH.SILOS
+    assert len(points) == 8 + 1 + HEALTH.SILOS
 
 
 def test_every_planned_traffic_run_builds_and_local_runs_cover_every_city() -> None:
     cities = []
-    for _, _, over in TRAFFIC.variants():
-        exp = prepare(config_mod.load(TRAFFIC.CONFIG, over), TRAFFIC.HERE)
+    for p in TRAFFIC.points(1):
+        exp = prepare(config_mod.load(TRAFFIC.CONFIG, list(p.overrides)), TRAFFIC.HERE)
         assert exp.model.task == "regression"
         if exp.dataset.num_clients == 1 and not exp.dataset.pooled:
             cities += exp.dataset.cities.tolist()

@@ -7,12 +7,15 @@ import math
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
 import fedsim
 from fedsim.analysis.sweep import (
+    DIVERGED_FILE,
     SWEEP_FILE,
+    SweepPoint,
     parse_grid,
     plan_sweep,
     run_name,
@@ -358,3 +361,110 @@ def test_ray_sweep_shares_one_ray_instance(ray_session, tiny: Path, tmp_path: Pa
     # Same numbers, whichever backend ran them.
     for column in ("final_accuracy", "total_bytes", "sim_time_s"):
         pd.testing.assert_series_equal(result.table[column], local.table[column])
+
+
+def test_named_points_run_in_order_with_their_values_and_own_config(
+    tiny: Path, tmp_path: Path
+) -> None:
+    other = tmp_path / "other.toml"
+    other.write_text(TINY.replace('name = "tiny"', 'name = "other"'))
+    points = [
+        SweepPoint("plain", ("experiment.seed=1",), {"method": "FedAvg", "seed": 1}),
+        SweepPoint("prox/mu0.1", ("strategy.name='fedprox'", "strategy.mu=0.1"), {"mu": 0.1}),
+        SweepPoint("other", (), {"file": "other"}, other),
+    ]
+    result = sweep(tiny, points=points, out_dir=tmp_path / "s", tables=False, log=None)
+    assert [o.folder.relative_to(tmp_path / "s").as_posix() for o in result.runs] == [
+        "plain",
+        "prox/mu0.1",
+        "other",
+    ]
+    assert [o.values for o in result.runs] == [p.values for p in points]
+    assert [o.run.seed for o in result.runs] == [1, 7, 7]
+    assert result.runs[1].run.config.strategy.name == "fedprox"
+    assert result.runs[2].summary["experiment"] == "other"
+    assert result.runs[0].summary["rounds"] == 2 and len(result.runs[0].rounds) == 2
+    assert not (tmp_path / "s" / SWEEP_FILE).exists()
+    direct = fedsim.run(tiny, overrides=["experiment.seed=1"], out_dir=tmp_path / "direct")
+    assert result.runs[0].summary["final_test_accuracy"] == direct.summary["final_test_accuracy"]
+    again = sweep(tiny, points=points, out_dir=tmp_path / "s", tables=False, log=None)
+    assert again.ran == 0 and again.skipped == 3
+    assert [o.summary for o in again.runs] == [o.summary for o in result.runs]
+
+
+@pytest.mark.parametrize(
+    ("points", "message"),
+    [
+        ([SweepPoint("a"), SweepPoint("a")], "the name is given twice"),
+        ([SweepPoint("../up")], "not a relative folder name"),
+        ([SweepPoint("a", ("training.learning_rate=-1",))], "learning_rate"),
+    ],
+)
+def test_bad_points_stop_before_anything_runs(
+    tiny: Path, tmp_path: Path, points: list[SweepPoint], message: str
+) -> None:
+    with pytest.raises(ConfigError, match=message):
+        sweep(tiny, points=points, out_dir=tmp_path / "s", log=None)
+    assert not (tmp_path / "s").exists()
+
+
+def test_points_and_grid_together_are_refused(tiny: Path) -> None:
+    with pytest.raises(ConfigError, match="either named points or a grid"):
+        plan_sweep(tiny, ["server.rounds=1,2"], points=[SweepPoint("a")])
+
+
+def test_diverged_run_is_skipped_when_the_sweep_runs_again(tiny: Path, tmp_path: Path) -> None:
+    points = [SweepPoint("nan", ("faults.nan_update_rate=1",))]
+    first = sweep(tiny, points=points, out_dir=tmp_path / "s", tables=False, log=None)
+    assert first.runs[0].diverged_at == 1 and first.runs[0].summary == {}
+    marker = json.loads((tmp_path / "s" / "nan" / DIVERGED_FILE).read_text())
+    assert marker["round"] == 1
+    again = sweep(tiny, points=points, out_dir=tmp_path / "s", tables=False, log=None)
+    assert again.ran == 0 and again.runs[0].diverged_at == 1
+
+
+def test_run_that_reached_its_target_is_not_extended_by_more_rounds(
+    tiny: Path, tmp_path: Path
+) -> None:
+    points = [SweepPoint("early", ("server.target_accuracy=0.01", "server.rounds=2"))]
+    first = sweep(tiny, points=points, out_dir=tmp_path / "s", tables=False, log=None)
+    assert first.runs[0].summary["rounds"] == 1
+    longer = [SweepPoint("early", ("server.target_accuracy=0.01", "server.rounds=5"))]
+    again = sweep(tiny, points=longer, out_dir=tmp_path / "s", tables=False, log=None)
+    assert again.ran == 0 and len(again.runs[0].rounds) == 1
+
+
+def test_finished_folder_without_its_checkpoint_counts_as_finished(
+    tiny: Path, tmp_path: Path
+) -> None:
+    # As results are committed: config.toml, rounds.csv and summary.json only.
+    points = [SweepPoint("a")]
+    sweep(tiny, points=points, out_dir=tmp_path / "s", tables=False, log=None)
+    for extra in ("checkpoint", "clients.csv", "partition.csv"):
+        path = tmp_path / "s" / "a" / extra
+        shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
+    again = sweep(tiny, points=points, out_dir=tmp_path / "s", tables=False, log=None)
+    assert again.ran == 0 and again.runs[0].summary["rounds"] == 2
+
+
+def test_fresh_reruns_and_models_keeps_the_final_models(tiny: Path, tmp_path: Path) -> None:
+    points = [SweepPoint("a"), SweepPoint("b", ("experiment.seed=8",))]
+    first = sweep(tiny, points=points, out_dir=tmp_path / "s", tables=False, log=None)
+    assert all(o.model is None for o in first.runs)
+    again = sweep(
+        tiny, points=points, out_dir=tmp_path / "s", tables=False, fresh=True, models=True, log=None
+    )
+    assert again.ran == 2
+    direct = fedsim.run(tiny, overrides=["experiment.seed=8"], out_dir=tmp_path / "direct")
+    assert all(np.array_equal(a, b) for a, b in zip(again.runs[1].model, direct.model, strict=True))
+
+
+def test_jobs_give_the_same_runs_as_one_at_a_time(tiny: Path, tmp_path: Path) -> None:
+    points = [SweepPoint(f"s{i}", (f"experiment.seed={i}",)) for i in range(3)]
+    one = sweep(tiny, points=points, out_dir=tmp_path / "one", tables=False, log=None)
+    two = sweep(tiny, points=points, out_dir=tmp_path / "two", tables=False, jobs=2, log=None)
+    for a, b in zip(one.runs, two.runs, strict=True):
+        pd.testing.assert_frame_equal(
+            a.rounds.drop(columns=[c for c in a.rounds if "wall" in c or c.endswith("_s")]),
+            b.rounds.drop(columns=[c for c in b.rounds if "wall" in c or c.endswith("_s")]),
+        )

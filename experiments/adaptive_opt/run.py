@@ -19,6 +19,7 @@ from pathlib import Path
 import pandas as pd
 
 from fedsim import config as config_mod
+from fedsim.analysis.bands import plot_band
 from fedsim.analysis.compare import compare_runs
 from fedsim.analysis.sweep import sweep
 
@@ -37,7 +38,7 @@ def last_evaluations(run_dir: Path, k: int = 3) -> float:
     return float(acc.tail(k).mean()) if len(acc) >= k else math.nan
 
 
-def run_task(task: str, grid: dict) -> pd.DataFrame:
+def run_task(task: str, grid: dict, root: Path = OUT) -> pd.DataFrame:
     base = HERE / f"{task}.toml"
     name = config_mod.load(base).experiment.name
     target = grid["targets"][name]
@@ -46,7 +47,7 @@ def run_task(task: str, grid: dict) -> pd.DataFrame:
         axes = [f"strategy.name={strategy}"]
         if rates:
             axes.append("strategy.server_learning_rate=" + ",".join(map(str, rates)))
-        out = OUT / task / strategy
+        out = root / task / strategy
         tuned = sweep(base, axes, out_dir=out / "tuning", plots=False, log=print)
         for d in tuned.run_dirs:
             lr = None
@@ -57,7 +58,7 @@ def run_task(task: str, grid: dict) -> pd.DataFrame:
                     "strategy": strategy,
                     "server_learning_rate": lr,
                     "last3_accuracy": last_evaluations(d),
-                    "run_dir": str(d.relative_to(OUT)),
+                    "run_dir": str(d.relative_to(root)),
                 }
             )
         best = max(
@@ -77,16 +78,16 @@ def run_task(task: str, grid: dict) -> pd.DataFrame:
             plots=False,
             log=print,
         )
-        run_dirs = [OUT / best["run_dir"], *seeded.run_dirs]
+        run_dirs = [root / best["run_dir"], *seeded.run_dirs]
         table = compare_runs(run_dirs, target=target)
         table.insert(0, "strategy", strategy)
         table.insert(1, "server_learning_rate", best["server_learning_rate"])
         table.insert(2, "seed", range(SEEDS))
-        table["run_dir"] = [str(d.relative_to(OUT)) for d in run_dirs]
+        table["run_dir"] = [str(d.relative_to(root)) for d in run_dirs]
         chosen.append(table)
-    pd.DataFrame(rows).to_csv(OUT / task / "tuning.csv", index=False)
+    pd.DataFrame(rows).to_csv(root / task / "tuning.csv", index=False)
     runs = pd.concat(chosen, ignore_index=True)
-    runs.to_csv(OUT / task / "runs.csv", index=False)
+    runs.to_csv(root / task / "runs.csv", index=False)
     summary = (
         runs.groupby(["strategy", "server_learning_rate"], dropna=False, sort=False)
         .agg(
@@ -106,43 +107,39 @@ def run_task(task: str, grid: dict) -> pd.DataFrame:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", choices=TASKS)
+    parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args()
+    root = args.out
     grid = tomllib.loads((HERE / "grid.toml").read_text())
     tasks = [args.only] if args.only else list(TASKS)
     for task in tasks:
-        (OUT / task).mkdir(parents=True, exist_ok=True)
-        run_task(task, grid).to_csv(OUT / task / "summary.csv", index=False)
-        plot_task(task)
-    found = [OUT / t / "summary.csv" for t in TASKS if (OUT / t / "summary.csv").exists()]
-    pd.concat(map(pd.read_csv, found)).to_csv(OUT / "summary.csv", index=False)
+        (root / task).mkdir(parents=True, exist_ok=True)
+        run_task(task, grid, root).to_csv(root / task / "summary.csv", index=False)
+        plot_task(task, root)
+    found = [root / t / "summary.csv" for t in TASKS if (root / t / "summary.csv").exists()]
+    pd.concat(map(pd.read_csv, found)).to_csv(root / "summary.csv", index=False)
 
 
-def plot_task(task: str) -> None:
+def plot_task(task: str, root: Path = OUT) -> None:
     """Test accuracy against rounds: each strategy's mean over seeds, with its min-max band."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    runs = pd.read_csv(OUT / task / "runs.csv")
+    runs = pd.read_csv(root / task / "runs.csv")
     fig, ax = plt.subplots(figsize=(6.4, 4.0))
     for strategy, group in runs.groupby("strategy", sort=False):
-        curves = [
-            pd.read_csv(OUT / d / "rounds.csv").set_index("round")["test_accuracy"].dropna()
-            for d in group["run_dir"]
-        ]
-        frame = pd.concat(curves, axis=1)
         lr = group["server_learning_rate"].iloc[0]
         label = strategy if pd.isna(lr) else f"{strategy} (server lr {lr:g})"
-        ax.plot(frame.index, frame.mean(axis=1), label=label)
-        ax.fill_between(frame.index, frame.min(axis=1), frame.max(axis=1), alpha=0.15)
+        plot_band(ax, [root / d for d in group["run_dir"]], "test_accuracy", label=label)
     ax.axhline(runs["target"].iloc[0], color="grey", linestyle=":", label="target")
     ax.set_xlabel("round")
     ax.set_ylabel(f"test accuracy (mean of {SEEDS} seeds, min-max band)")
     ax.set_title(task)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(OUT / task / "accuracy_vs_rounds.png", dpi=120)
+    fig.savefig(root / task / "accuracy_vs_rounds.png", dpi=120)
     plt.close(fig)
 
 

@@ -3,7 +3,8 @@
 Grid over base.toml (1,000 synthetic IID clients, 100 per round, 40 rounds): plain FedAvg,
 and DP-FedAvg with noise_multiplier in {0, 0.5, 1, 3}, each without and with secure
 aggregation. Writes every run folder, summary.csv, summary.md and the plots to the output
-folder.
+folder. Finished runs (their summary.json exists) are kept, so repeating the command only
+re-tabulates them.
 
 Usage: python experiments/privacy/run.py [--rounds 40] [--out results/privacy]
 """
@@ -11,28 +12,34 @@ Usage: python experiments/privacy/run.py [--rounds 40] [--out results/privacy]
 from __future__ import annotations
 
 import argparse
-import json
 import math
-import shutil
-import time
 from pathlib import Path
 
 import pandas as pd
 
+from fedsim.analysis.sweep import RunOutcome, SweepPoint, sweep
+
 HERE = Path(__file__).resolve().parent
 NOISE = [0.0, 0.5, 1.0, 3.0]
+FLOAT = "%.6g"
+DP = ["privacy.clip_norm=0.5", "privacy.delta=1e-4"]
 
 
-def grid() -> list[tuple[dict, list[str]]]:
-    """(description, overrides) of every run."""
-    runs = []
+def points(rounds: int) -> list[SweepPoint]:
+    """Every run: FedAvg, then DP at each noise multiplier; without, then with SecAgg."""
+    out = []
     for secagg in (False, True):
         sa = [f"privacy.secure_aggregation={'true' if secagg else 'false'}"]
-        runs.append(({"dp": False, "noise_multiplier": math.nan, "secagg": secagg}, sa))
+        clip = ["privacy.clip_norm=0.5"] if secagg else []
+        keys = [({"dp": False, "noise_multiplier": math.nan, "secagg": secagg}, sa + clip)]
         for z in NOISE:
-            over = [*sa, "privacy.enabled=true", f"privacy.noise_multiplier={z}"]
-            runs.append(({"dp": True, "noise_multiplier": z, "secagg": secagg}, over))
-    return runs
+            dp = [*sa, "privacy.enabled=true", f"privacy.noise_multiplier={z}", *DP]
+            keys.append(({"dp": True, "noise_multiplier": z, "secagg": secagg}, dp))
+        for key, over in keys:
+            name = label(key).replace(" + ", "_").replace(" ", "_").replace("=", "")
+            extra = [f"server.rounds={rounds}", f"experiment.name='{name}'"]
+            out.append(SweepPoint(name, (*over, *extra), {"run": label(key), **key}))
+    return out
 
 
 def label(key: dict) -> str:
@@ -40,46 +47,32 @@ def label(key: dict) -> str:
     return name + (" + SecAgg" if key["secagg"] else "")
 
 
+def record(o: RunOutcome) -> dict:
+    """One line of summary.csv."""
+    s = o.summary
+    return {
+        **o.values,
+        "final_accuracy": s["final_test_accuracy"],
+        "epsilon": s.get("epsilon", math.nan),
+        "bytes_up_MB": s["bytes_up_total"] / 1e6,
+        "bytes_down_MB": s["bytes_down_total"] / 1e6,
+        "sim_time_s": s["sim_time_s"],
+        "aborted_rounds": s.get("aborted_rounds", 0),
+        "wall_s": s["wall_time_s"],
+    }
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=40)
     ap.add_argument("--out", type=Path, default=Path("results/privacy"))
     args = ap.parse_args()
-    import fedsim
-
-    rows = []
-    folders = []
-    for key, over in grid():
-        name = label(key).replace(" + ", "_").replace(" ", "_").replace("=", "")
-        out = args.out / "runs" / name
-        if out.exists():
-            shutil.rmtree(out)
-        t0 = time.perf_counter()
-        result = fedsim.run(
-            HERE / "base.toml",
-            overrides=[*over, f"server.rounds={args.rounds}", f"experiment.name='{name}'"],
-            out_dir=out,
-        )
-        s = result.summary
-        rows.append(
-            {
-                "run": label(key),
-                **key,
-                "final_accuracy": s["final_test_accuracy"],
-                "epsilon": s.get("epsilon", math.nan),
-                "bytes_up_MB": s["bytes_up_total"] / 1e6,
-                "bytes_down_MB": s["bytes_down_total"] / 1e6,
-                "sim_time_s": s["sim_time_s"],
-                "aborted_rounds": s.get("aborted_rounds", 0),
-                "wall_s": time.perf_counter() - t0,
-            }
-        )
-        folders.append(out)
-        print(json.dumps(rows[-1], default=str), flush=True)
-    df = pd.DataFrame(rows)
-    df.to_csv(args.out / "summary.csv", index=False, float_format="%.6g")
+    done = sweep(HERE / "base.toml", points=points(args.rounds), out_dir=args.out / "runs",
+                 tables=False, plots=False)  # fmt: skip
+    df = pd.DataFrame(record(o) for o in done.runs)
+    df.to_csv(args.out / "summary.csv", index=False, float_format=FLOAT)
     write_markdown(df, args.out / "summary.md", args.rounds)
-    plot(df, folders, args.out / "plots")
+    plot(df, [o.folder for o in done.runs], args.out / "plots")
 
 
 def write_markdown(df: pd.DataFrame, path: Path, rounds: int) -> None:
@@ -100,15 +93,14 @@ def write_markdown(df: pd.DataFrame, path: Path, rounds: int) -> None:
 
 
 def plot(df: pd.DataFrame, folders: list[Path], out: Path) -> None:
+    import matplotlib.pyplot as plt
+
     from fedsim.analysis import plot_accuracy_vs_bytes
     from fedsim.analysis.plots import save_figure
 
     out.mkdir(parents=True, exist_ok=True)
     fig, _, _ = plot_accuracy_vs_bytes(folders)
     save_figure(fig, out, "accuracy_vs_bytes", formats=("png",))
-
-    import matplotlib.pyplot as plt
-
     fig, ax = plt.subplots(figsize=(5, 3.5), layout="constrained")
     for secagg, marker in ((False, "o"), (True, "x")):
         d = df[df["dp"] & (df["secagg"] == secagg) & df["epsilon"].map(math.isfinite)]

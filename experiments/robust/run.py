@@ -1,237 +1,52 @@
 """Robust aggregation against Byzantine clients: accuracy per aggregator, attack and fraction.
 
-Every run is ``fmnist_2nn.toml`` (Fashion-MNIST 2NN, 100 IID clients, 20 per round) with
-overrides: the aggregator (with the options below), the attack and its scale, the Byzantine
-fraction of the population, the seed and the number of rounds. Finished runs (a folder with
-summary.json) are skipped, so repeating a command continues it. A run the attack makes diverge
-(a non-finite model: the run stops) gets diverged.json; the table then reports the last test
-accuracy measured before it stopped and the round it diverged at. ``--table`` collects every run
-folder into summary.csv and draws the figure.
+Every run is ``fmnist_2nn.toml`` (Fashion-MNIST 2NN, 100 IID clients, 20 per round) with the
+aggregator, the attack and its scale, the Byzantine fraction, the seed and the rounds set.
+Finished runs are skipped (``fedsim.analysis.sweep``). A run the attack makes diverge gets
+diverged.json. ``--table`` collects every run folder into the tables and figures (table.py).
 
-Usage:
-  python experiments/robust/run.py --attacks sign_flip --fractions 0.2 --rounds 30 --seeds 0
-  python experiments/robust/run.py --rounds 10          # the whole grid, seed 0
-  python experiments/robust/run.py --table              # summary.csv and the figure
+Usage: python experiments/robust/run.py [--attacks A --fractions F --rounds 30 --seeds 0] [--table]
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import math
-import time
-import tomllib
+import itertools
+import sys
 from pathlib import Path
 
-import pandas as pd
-
-from fedsim.tables import markdown_table
+from fedsim.analysis.sweep import SweepPoint, sweep
 
 HERE = Path(__file__).resolve().parent
 OUT = Path("results/robust")
 
 #: Each aggregator with its options: the server assumes up to 30% Byzantine clients (f = 6 of
 #: the 20 per round for Krum, trim 30% from each end), and bounds norms near an honest update's.
-AGGREGATORS: dict[str, list[str]] = {
-    "mean": [],
-    "median": [],
-    "trimmed_mean": ["aggregator.trim_fraction=0.3"],
-    "krum": ["aggregator.num_byzantine=6"],
-    "multi_krum": ["aggregator.num_byzantine=6"],
-    "norm_bounded_mean": ["aggregator.norm_bound=1.0"],
-}
-#: Each attack with its scale (faults.byzantine_scale).
-ATTACKS: dict[str, float] = {
-    "sign_flip": 10.0,  # -10 x the honest update
-    "little_is_enough": 1.0,  # mu - 1.0 sigma
-    "gaussian": 1.0,  # N(0, 1) per coordinate
-    "scaled": 10.0,  # 10 x the honest update
-}
+KRUM = "aggregator.num_byzantine=6"
+AGGREGATORS = {"mean": [], "median": [], "trimmed_mean": ["aggregator.trim_fraction=0.3"],
+               "krum": [KRUM], "multi_krum": [KRUM],
+               "norm_bounded_mean": ["aggregator.norm_bound=1.0"]}  # fmt: skip
+#: Each attack with its scale: -10 x the honest update, mu - 1.0 sigma, N(0, 1) per coordinate,
+#: 10 x the honest update.
+ATTACKS = {"sign_flip": 10.0, "little_is_enough": 1.0, "gaussian": 1.0, "scaled": 10.0}
 FRACTIONS = [0.0, 0.1, 0.2, 0.3]
-#: Written in a run's folder when the attack made training diverge (a non-finite model).
-DIVERGED = "diverged.json"
 
 
-def run_name(agg: str, attack: str, fraction: float, seed: int, rounds: int) -> str:
-    what = "none" if fraction == 0 else f"{attack}_f{fraction:g}"
-    return f"{what}_{agg}_s{seed}_r{rounds}"
-
-
-def overrides(agg: str, attack: str, fraction: float, seed: int, rounds: int) -> list[str]:
-    return [
-        f"aggregator.name='{agg}'",
-        *AGGREGATORS[agg],
-        f"faults.byzantine_fraction={fraction}",
-        f"faults.byzantine_attack='{attack}'",
-        f"faults.byzantine_scale={ATTACKS[attack]}",
-        f"experiment.seed={seed}",
-        f"server.rounds={rounds}",
-        f"experiment.name='{run_name(agg, attack, fraction, seed, rounds)}'",
-    ]
-
-
-def run_grid(args: argparse.Namespace) -> None:
-    import fedsim
-    from fedsim.errors import DivergedError
-
-    # Without Byzantine clients the attack is irrelevant: one run per aggregator, first; then
-    # attack by attack, so that an interrupted grid leaves whole panels of the figure.
+def points(args: argparse.Namespace) -> list[SweepPoint]:
+    """Without Byzantine clients the attack is irrelevant: one run per aggregator, first; then
+    attack by attack, so that an interrupted grid leaves whole panels of the figure."""
     plan = [(args.attacks[0], f) for f in args.fractions if f == 0]
     plan += [(a, f) for a in args.attacks for f in args.fractions if f > 0]
-    for seed in args.seeds:
-        for attack, fraction in plan:
-            for agg in args.aggregators:
-                name = run_name(agg, attack, fraction, seed, args.rounds)
-                out = args.out / "runs" / name
-                if (out / "summary.json").exists() or (out / DIVERGED).exists():
-                    continue
-                t0 = time.perf_counter()
-                over = overrides(agg, attack, fraction, seed, args.rounds)
-                try:
-                    result = fedsim.run(
-                        HERE / "fmnist_2nn.toml", overrides=over, out_dir=out,
-                        resume=out.exists(),
-                    )  # fmt: skip
-                    acc = result.summary["final_test_accuracy"]
-                except DivergedError as err:  # the attack won: the model is not finite
-                    (out / DIVERGED).write_text(
-                        json.dumps({"round": err.round, "message": str(err)})
-                    )
-                    acc = "diverged"
-                wall = round(time.perf_counter() - t0, 1)
-                print(json.dumps({"run": name, "accuracy": acc, "wall_s": wall}), flush=True)
-
-
-def table(out: Path) -> pd.DataFrame:
-    """One row per finished run folder: its grid values and final test accuracy."""
-    rows = []
-    for folder in sorted((out / "runs").iterdir()):
-        summary, diverged = folder / "summary.json", folder / DIVERGED
-        if not summary.exists() and not diverged.exists():
-            continue
-        cfg = tomllib.loads((folder / "config.toml").read_text())
-        rounds = pd.read_csv(folder / "rounds.csv")
-        evaluated = rounds["test_accuracy"].dropna()
-        if summary.exists():
-            final, diverged_at = json.loads(summary.read_text())["final_test_accuracy"], 0
-        else:  # the last accuracy measured before the model became non-finite
-            final = float(evaluated.iloc[-1]) if len(evaluated) else math.nan
-            diverged_at = json.loads(diverged.read_text())["round"]
-        faults = cfg["faults"]
-        rows.append(
-            {
-                "aggregator": cfg["aggregator"]["name"],
-                "attack": faults["byzantine_attack"] if faults["byzantine_fraction"] else "none",
-                "byzantine_fraction": faults["byzantine_fraction"],
-                "seed": cfg["experiment"]["seed"],
-                "rounds": cfg["server"]["rounds"],
-                "final_test_accuracy": final,
-                "diverged_at_round": diverged_at,
-                "best_test_accuracy": rounds["test_accuracy"].max(),
-                "wall_time_s": rounds["wall_time_s"].sum(),
-                "run": folder.name,
-            }
-        )
-    df = pd.DataFrame(rows).sort_values(
-        ["rounds", "attack", "byzantine_fraction", "aggregator", "seed"]
-    )
-    df.to_csv(out / "summary.csv", index=False, float_format="%.4f")
-    return df
-
-
-def cell(runs: pd.DataFrame) -> str:
-    """Mean ± sd of the final accuracy over seeds; a run that diverged is named with its round."""
-    if runs.empty:
-        return "-"
-    acc = runs["final_test_accuracy"]
-    text = f"{acc.mean():.3f}" if len(acc) == 1 else f"{acc.mean():.3f} ± {acc.std():.3f}"
-    diverged = int((runs["diverged_at_round"] > 0).sum())
-    return f"{text} ({diverged}/{len(runs)} diverged)" if diverged else text
-
-
-def grid_markdown(df: pd.DataFrame, out: Path, rounds: int) -> Path:
-    """The grid as a Markdown table: a row per attack and fraction, a column per aggregator."""
-    d = df[df["rounds"] == rounds].copy()
-    d["attack"] = pd.Categorical(d["attack"], ["none", *ATTACKS], ordered=True)
-    d = d.sort_values(["attack", "byzantine_fraction"])
-    groups = d.groupby(["attack", "byzantine_fraction"], sort=False, observed=True)
-    rows = [
-        [attack, f"{fraction:g}", part["seed"].nunique()]
-        + [cell(part[part["aggregator"] == agg]) for agg in AGGREGATORS]
-        for (attack, fraction), part in groups
-    ]
-    head = ["attack", "Byzantine fraction", "seeds", *AGGREGATORS]
-    path = out / f"grid_r{rounds}.md"
-    path.write_text(markdown_table(head, rows) + "\n")
-    return path
-
-
-def figure(df: pd.DataFrame, out: Path, rounds: int) -> Path | None:
-    """Accuracy against the Byzantine fraction, one panel per attack, a line per aggregator."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    d = df[df["rounds"] == rounds]
-    attacks = [a for a in ATTACKS if a in set(d["attack"])]
-    if not attacks or d["byzantine_fraction"].nunique() < 2:
-        return None
-    fig, axes = plt.subplots(1, len(attacks), figsize=(4 * len(attacks), 3.4), sharey=True)
-    axes = [axes] if len(attacks) == 1 else list(axes)
-    clean = d[d["attack"] == "none"]
-    for ax, attack in zip(axes, attacks, strict=True):
-        part = pd.concat([clean, d[d["attack"] == attack]])
-        for agg in AGGREGATORS:
-            g = part[part["aggregator"] == agg].groupby("byzantine_fraction")
-            mean = g["final_test_accuracy"].mean()
-            if len(mean):
-                ax.plot(mean.index, mean.values, marker="o", label=agg)
-        ax.set_title(f"{attack} (scale {ATTACKS[attack]:g})")
-        ax.set_xlabel("Byzantine fraction of the population")
-        ax.grid(alpha=0.3)
-    axes[0].set_ylabel(f"test accuracy after {rounds} rounds")
-    axes[-1].legend(fontsize=7)
-    fig.tight_layout()
-    path = out / f"accuracy_vs_fraction_r{rounds}.png"
-    fig.savefig(path, dpi=110)
-    return path
-
-
-def curves(df: pd.DataFrame, out: Path, rounds: int, attack: str, fraction: float) -> Path:
-    """Test accuracy against rounds per aggregator, at one attack and fraction (mean of seeds)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    d = df[(df["rounds"] == rounds) & (df["attack"] == attack)]
-    d = d[d["byzantine_fraction"] == fraction]
-    fig, ax = plt.subplots(figsize=(5.5, 3.6))
-    for agg in AGGREGATORS:
-        runs = d[d["aggregator"] == agg]["run"]
-        if not len(runs):
-            continue
-        acc = pd.concat(
-            [
-                pd.read_csv(out / "runs" / r / "rounds.csv").set_index("round")["test_accuracy"]
-                for r in runs
-            ],
-            axis=1,
-        ).dropna(how="all")
-        div = d[d["aggregator"] == agg]["diverged_at_round"]
-        note = f", diverged at round {int(div.min())}" if (div > 0).any() else ""
-        label = f"{agg} ({len(runs)} seed{'s' if len(runs) > 1 else ''}{note})"
-        ax.plot(acc.index, acc.mean(axis=1), marker="o", label=label)
-    ax.set_xlabel("round")
-    ax.set_ylabel("test accuracy")
-    ax.set_title(f"{fraction:.0%} {attack} clients (scale {ATTACKS[attack]:g})")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    path = out / f"accuracy_vs_round_{attack}_f{fraction:g}_r{rounds}.png"
-    fig.savefig(path, dpi=110)
-    return path
+    out = []
+    for seed, (attack, fraction), agg in itertools.product(args.seeds, plan, args.aggregators):
+        name = f"{'none' if fraction == 0 else f'{attack}_f{fraction:g}'}_{agg}_s{seed}"
+        name += f"_r{args.rounds}"
+        over = [f"aggregator.name='{agg}'", *AGGREGATORS[agg],
+                f"faults.byzantine_fraction={fraction}", f"faults.byzantine_attack='{attack}'",
+                f"faults.byzantine_scale={ATTACKS[attack]}", f"experiment.seed={seed}",
+                f"server.rounds={args.rounds}", f"experiment.name='{name}'"]  # fmt: skip
+        out.append(SweepPoint(name, tuple(over)))
+    return out
 
 
 def main() -> None:
@@ -243,15 +58,14 @@ def main() -> None:
     ap.add_argument("--aggregators", nargs="+", default=list(AGGREGATORS))
     ap.add_argument("--out", type=Path, default=OUT)
     ap.add_argument("--table", action="store_true", help="collect summary.csv and the figure")
-    args = ap.parse_args()
-    if args.table:
-        df = table(args.out)
-        for rounds in sorted(set(df["rounds"])):
-            figure(df, args.out, rounds)
-            grid_markdown(df, args.out, rounds)
-        curves(df, args.out, 30, "sign_flip", 0.2)
+    if not (args := ap.parse_args()).table:
+        sweep(HERE / "fmnist_2nn.toml", points=points(args), out_dir=args.out / "runs",
+              tables=False, plots=False)  # fmt: skip
         return
-    run_grid(args)
+    sys.path.insert(0, str(HERE))
+    from table import tabulate  # beside this file
+
+    tabulate(args.out)
 
 
 if __name__ == "__main__":

@@ -1,228 +1,119 @@
 """Time per round against cohort size, population size and number of workers.
 
-Run from the repository root:  python experiments/scalability/run.py
-Writes CSV and figures to results/scalability/ (see the README beside this file). Every point
-runs in its own process (fedsim.bench.target, or the numpy floor), measured from outside for
-peak memory; seconds per round are the median of the rounds after the first two.
+Run from the repository root:  python experiments/scalability/run.py  (results/scalability/,
+see the README beside this file). Every point runs in its own process (fedsim.bench.target, or
+the numpy floor), measured from outside for peak memory, so this is not a ``fedsim sweep``;
+seconds per round are the median of the rounds after the first two. ``--tables-only`` rebuilds
+summary.csv and the figures from runs.csv.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
-import csv
 import json
 import os
 import statistics
 import sys
-import time
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
+
+import pandas as pd
 
 # A checkout runs this without installing fedsim.
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from fedsim import config as config_mod  # noqa: E402
-from fedsim.bench.harness import Run, machine, run_fedsim, run_floor  # noqa: E402
+from fedsim.bench.harness import machine, run_fedsim, run_floor  # noqa: E402
 
 CONFIG = ROOT / "experiments" / "scalability" / "population_1m.toml"
 COHORTS = (100, 300, 1_000, 3_000, 10_000)
 POPULATIONS = (10_000, 100_000, 1_000_000)
+CRLF = "\r\n"  # the csv module's line ends, which the committed tables have
+W2 = ["server.clients_per_round=1000", "population.num_clients=10000"]
 
 
-def rounds_for(cohort: int) -> int:
-    """Enough rounds for a steady state after two warm-up rounds, fewer for big cohorts."""
-    return 10 if cohort <= 1_000 else 6 if cohort <= 3_000 else 5
-
-
-def cohort_sweep(workers: str, repeat: int, with_floor: bool) -> list[dict[str, Any]]:
-    rows = []
-    for rep in range(repeat):
-        for k in COHORTS:
-            sets = [f"server.clients_per_round={k}"]
-            run = run_fedsim("1M", CONFIG, rounds_for(k), workers, rep, sets)
-            rows.append({"sweep": "cohort", "clients_per_round": k, "num_clients": 1_000_000,
-                         **asdict(run)})  # fmt: skip
-            _show(rows[-1])
-            if with_floor:
-                floor = run_floor("1M", CONFIG, 3, 1, rep, sets)
-                rows.append({"sweep": "cohort", "clients_per_round": k, "num_clients": 1_000_000,
-                             **asdict(floor)})  # fmt: skip
-                _show(rows[-1])
-    return rows
-
-
-def population_sweep(workers: str, repeat: int) -> list[dict[str, Any]]:
-    rows = []
-    for rep in range(repeat):
-        for n in POPULATIONS:
-            sets = ["server.clients_per_round=1000", f"population.num_clients={n}"]
-            run = run_fedsim(f"N={n}", CONFIG, 10, workers, rep, sets)
-            rows.append({"sweep": "population", "clients_per_round": 1000, "num_clients": n,
-                         **asdict(run)})  # fmt: skip
-            _show(rows[-1])
-    return rows
-
-
-def worker_sweep(counts: list[str], repeat: int) -> list[dict[str, Any]]:
-    rows = []
-    sets = ["server.clients_per_round=1000", "population.num_clients=10000"]
-    for rep in range(repeat):
-        for w in counts:
-            run = run_fedsim("W2", CONFIG, 10, w, rep, sets)
-            rows.append({"sweep": "workers", "clients_per_round": 1000, "num_clients": 10_000,
-                         **asdict(run)})  # fmt: skip
-            _show(rows[-1])
-    return rows
-
-
-def server_split(cohort: int, rounds: int) -> dict[str, float]:
-    """Where a round's time goes, measured on the real server code in one process.
-
-    Selection and training are timed by wrapping the population and the executor; the
-    timeline is the rest of the server's selection phase, aggregation the rest of its training
-    phase (cutting chunks, summing their results, the strategy's update).
-    """
-    from threadpoolctl import threadpool_limits
-
-    from fedsim.runner import prepare
-    from fedsim.runtime.executors import LocalExecutor
-    from fedsim.runtime.server import Server
-    from fedsim.runtime.work import train_spec
-
-    cfg = config_mod.load(CONFIG, [f"server.clients_per_round={cohort}", "runtime.backend='local'"])
-    exp = prepare(cfg)
-    spent = {"select": 0.0, "train": 0.0}
-    select = exp.population.select
-
-    def timed_select(*args: Any) -> Any:
-        t = time.perf_counter()
-        out = select(*args)
-        spent["select"] += time.perf_counter() - t
-        return out
-
-    class TimedExecutor(LocalExecutor):
-        async def train(self, *args: Any) -> Any:
-            t = time.perf_counter()
-            out = await super().train(*args)
-            spent["train"] += time.perf_counter() - t
-            return out
-
-    exp.population.select = timed_select  # type: ignore[method-assign]
-    executor = TimedExecutor(exp.model, exp.dataset, train_spec(cfg, exp.strategy))
-    server = Server(cfg, exp.dataset, exp.model, exp.strategy, exp.population, executor)
-    parts: dict[str, list[float]] = {k: [] for k in ("selection", "timeline", "training",
-                                                     "aggregation", "round")}  # fmt: skip
-    with threadpool_limits(limits=1):
-        for _ in range(rounds):
-            spent.update(select=0.0, train=0.0)
-            rec = asyncio.run(server.run_round()).record
-            parts["selection"].append(spent["select"])
-            parts["timeline"].append(rec["server_s"] - spent["select"])
-            parts["training"].append(spent["train"])
-            parts["aggregation"].append(rec["train_s"] - spent["train"])
-            parts["round"].append(rec["wall_time_s"])
-    return {k: statistics.median(v[1:]) for k, v in parts.items()}
-
-
-def _show(row: dict[str, Any]) -> None:
-    print(
-        f"  {row['sweep']:10s} N={row['num_clients']:>9,} K={row['clients_per_round']:>6,} "
-        f"{row['system']:6s} workers={row['workers']:>5s}: {row['steady_s']:.4f} s/round, "
-        f"peak {row['peak_rss_mib']:.0f} MiB ({row['peak_process']})",
-        flush=True,
-    )
-
-
-def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Medians over repetitions of each (sweep, system, workers, N, K) point."""
-    groups: dict[tuple, list[dict[str, Any]]] = {}
-    for r in rows:
-        key = (r["sweep"], r["system"], r["workers"], r["num_clients"], r["clients_per_round"])
-        groups.setdefault(key, []).append(r)
-    out = []
-    for (sweep, system, workers, n, k), rs in groups.items():
-        steady = statistics.median(r["steady_s"] for r in rs)
-        out.append(
-            {
-                "sweep": sweep,
-                "system": system,
-                "workers": workers,
-                "num_clients": n,
-                "clients_per_round": k,
-                "runs": len(rs),
-                "s_per_round": steady,
-                "us_per_client": 1e6 * steady / k,
-                "server_s": statistics.median(r["server_s"] for r in rs),
-                "train_s": statistics.median(r["train_s"] for r in rs),
-                "peak_rss_mib": max(r["peak_rss_mib"] for r in rs),
-                "peak_process": max(rs, key=lambda r: r["peak_rss_mib"])["peak_process"],
-            }
-        )
+def grid(skip: list[str], cpus: int) -> list[tuple[str, int, int, str, int, str, list[str]]]:
+    """(sweep, K, N, workload, rounds, workers or "floor", overrides) of one repetition."""
+    w, out = str(cpus), []
+    for k in COHORTS if "cohort" not in skip else ():
+        # Enough rounds for a steady state after two warm-up rounds, fewer for big cohorts.
+        rounds = 10 if k <= 1_000 else 6 if k <= 3_000 else 5
+        sets = [f"server.clients_per_round={k}"]
+        out += [("cohort", k, 1_000_000, "1M", rounds, w, sets),
+                ("cohort", k, 1_000_000, "1M", 3, "floor", sets)]  # fmt: skip
+    out += [("population", 1000, n, f"N={n}", 10, w, [W2[0], f"population.num_clients={n}"])
+            for n in POPULATIONS if "population" not in skip]  # fmt: skip
+    if "workers" not in skip:
+        out += [("workers", 1000, 10_000, "W2", 10, c, W2)
+                for c in dict.fromkeys(["local", "1", "2", w])]  # fmt: skip
+        out.append(("workers-floor", 1000, 10_000, "W2", 6, "floor", W2))
     return out
 
 
-def plot(summary: list[dict[str, Any]], out: Path) -> None:
-    import matplotlib
+def measure(skip: list[str], repeat: int) -> list[dict[str, Any]]:
+    """Every point, each sweep's repetitions one after another."""
+    rows, points = [], grid(skip, os.cpu_count() or 1)
+    for sweep in dict.fromkeys(p[0] for p in points):
+        for rep in range(repeat):
+            for _, k, n, workload, rounds, workers, sets in (p for p in points if p[0] == sweep):
+                run = (run_floor(workload, CONFIG, rounds, 1, rep, sets) if workers == "floor"
+                       else run_fedsim(workload, CONFIG, rounds, workers, rep, sets))  # fmt: skip
+                head = {"sweep": sweep, "clients_per_round": k, "num_clients": n}
+                rows.append(head | asdict(run))
+                print(f"  {sweep:10s} N={n:>9,} K={k:>6,} {run.system:6s} workers="
+                      f"{run.workers:>5s}: {run.steady_s:.4f} s/round, peak "
+                      f"{run.peak_rss_mib:.0f} MiB ({run.peak_process})", flush=True)  # fmt: skip
+    return rows
 
-    matplotlib.use("Agg")
+
+def summarise(runs: pd.DataFrame) -> pd.DataFrame:
+    """Medians over repetitions of each (sweep, system, workers, N, K) point."""
+    keys = ["sweep", "system", "workers", "num_clients", "clients_per_round"]
+    out = []
+    for (sweep, system, workers, n, k), rs in runs.groupby(keys, sort=False, dropna=False):
+        steady = statistics.median(rs["steady_s"])
+        out.append({"sweep": sweep, "system": system, "workers": workers, "num_clients": n,
+                    "clients_per_round": k, "runs": len(rs), "s_per_round": steady,
+                    "us_per_client": 1e6 * steady / k,
+                    "server_s": statistics.median(rs["server_s"]),
+                    "train_s": statistics.median(rs["train_s"]),
+                    "peak_rss_mib": rs["peak_rss_mib"].max(),
+                    "peak_process": rs["peak_process"][rs["peak_rss_mib"].idxmax()]})  # fmt: skip
+    return pd.DataFrame(out)
+
+
+def plot(summary: pd.DataFrame, out: Path) -> None:
     import matplotlib.pyplot as plt
 
+    from fedsim.analysis import save_figure
+
+    cohort = summary[summary["sweep"] == "cohort"].sort_values("clients_per_round")
     fig, ax = plt.subplots(figsize=(6, 4.2))
-    for system, style in (("fedsim", "o-"), ("floor", "s--")):
-        pts = sorted(
-            (r["clients_per_round"], r["s_per_round"])
-            for r in summary
-            if r["sweep"] == "cohort" and r["system"] == system
-        )
-        if pts:
-            label = "fedsim" if system == "fedsim" else "numpy floor (one process)"
-            ax.plot(*zip(*pts, strict=True), style, label=label)
-    ref = sorted(
-        (r["clients_per_round"], r["s_per_round"])
-        for r in summary
-        if r["sweep"] == "cohort" and r["system"] == "fedsim"
-    )
-    if ref:
-        k0, t0 = ref[-1]
-        xs = [k for k, _ in ref]
-        ax.plot(xs, [t0 * k / k0 for k in xs], ":", color="grey", label="linear in cohort")
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.set_xlabel("clients per round (population 1,000,000)")
-    ax.set_ylabel("seconds per round (steady state)")
+    for system, style, label in (("fedsim", "o-", "fedsim"),
+                                 ("floor", "s--", "numpy floor (one process)")):  # fmt: skip
+        if len(pts := cohort[cohort["system"] == system]):
+            ax.plot(pts["clients_per_round"], pts["s_per_round"], style, label=label)
+    if len(ref := cohort[cohort["system"] == "fedsim"]):
+        xs, last = ref["clients_per_round"], ref.iloc[-1]
+        ax.plot(xs, last["s_per_round"] * xs / last["clients_per_round"], ":", color="grey",
+                label="linear in cohort")  # fmt: skip
+    ax.set(xscale="log", yscale="log", xlabel="clients per round (population 1,000,000)",
+           ylabel="seconds per round (steady state)")  # fmt: skip
     ax.legend()
     ax.grid(True, which="both", alpha=0.3)
     fig.tight_layout()
-    for ext in ("png", "svg"):
-        fig.savefig(out / f"time_vs_cohort.{ext}")
-    plt.close(fig)
-
-    pts = [r for r in summary if r["sweep"] == "workers"]
-    if pts:
+    save_figure(fig, out, "time_vs_cohort", formats=("png", "svg"))
+    if len(pts := summary[summary["sweep"] == "workers"]):
         fig, ax = plt.subplots(figsize=(5, 3.8))
-        labels = [r["workers"] for r in pts]
-        ax.bar(labels, [r["s_per_round"] for r in pts], color="tab:blue")
-        floor = [r for r in summary if r["sweep"] == "workers-floor"]
-        if floor:
-            ax.axhline(floor[0]["s_per_round"], ls="--", color="grey", label="numpy floor")
+        ax.bar(pts["workers"].astype(str), pts["s_per_round"], color="tab:blue")
+        if len(floor := summary[summary["sweep"] == "workers-floor"]):
+            ax.axhline(floor["s_per_round"].iloc[0], ls="--", color="grey", label="numpy floor")
             ax.legend()
-        ax.set_xlabel("workers ('local' = in-process backend)")
-        ax.set_ylabel("seconds per round, W2 (1,000 of 10,000)")
+        ax.set(xlabel="workers ('local' = in-process backend)",
+               ylabel="seconds per round, W2 (1,000 of 10,000)")  # fmt: skip
         fig.tight_layout()
-        for ext in ("png", "svg"):
-            fig.savefig(out / f"time_vs_workers.{ext}")
-        plt.close(fig)
-
-
-def write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
-    if rows:
-        with path.open("w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=list(rows[0]))
-            w.writeheader()
-            w.writerows(rows)
+        save_figure(fig, out, "time_vs_workers", formats=("png", "svg"))
 
 
 def main() -> int:
@@ -231,32 +122,24 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=2)
     parser.add_argument("--skip", nargs="*", default=[], choices=["cohort", "population",
                         "workers", "split"])  # fmt: skip
+    parser.add_argument("--tables-only", action="store_true", help="summary from runs.csv")
     args = parser.parse_args()
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    cpus = os.cpu_count() or 1
-    counts = list(dict.fromkeys(["local", "1", "2", str(cpus)]))
-    rows: list[dict[str, Any]] = []
-    if "cohort" not in args.skip:
-        rows += cohort_sweep(str(cpus), args.repeat, with_floor=True)
-    if "population" not in args.skip:
-        rows += population_sweep(str(cpus), args.repeat)
-    if "workers" not in args.skip:
-        rows += worker_sweep(counts, args.repeat)
-        for rep in range(args.repeat):
-            sets = ["server.clients_per_round=1000", "population.num_clients=10000"]
-            floor: Run = run_floor("W2", CONFIG, 6, 1, rep, sets)
-            rows.append({"sweep": "workers-floor", "clients_per_round": 1000,
-                         "num_clients": 10_000, **asdict(floor)})  # fmt: skip
-            _show(rows[-1])
-    summary = summarise(rows)
-    write_csv(out / "runs.csv", rows)
-    write_csv(out / "summary.csv", summary)
-    if "split" not in args.skip:
-        split = server_split(10_000, 4)
-        print("server split at 10,000 clients per round (in-process):", split)
-        write_csv(out / "server_split.csv", [split])
-    (out / "machine.json").write_text(json.dumps(machine(), indent=2) + "\n")
+    (out := Path(args.out)).mkdir(parents=True, exist_ok=True)
+    if args.tables_only:
+        runs = pd.read_csv(out / "runs.csv", dtype={"workers": str}, keep_default_na=False,
+                           na_values=["nan"])  # fmt: skip
+    else:
+        runs = pd.DataFrame(measure(args.skip, args.repeat))
+        runs.to_csv(out / "runs.csv", index=False, na_rep="nan", lineterminator=CRLF)
+        if "split" not in args.skip:
+            from server_split import server_split  # beside this file
+
+            split = server_split(CONFIG, 10_000, 4)
+            print("server split at 10,000 clients per round (in-process):", split)
+            pd.DataFrame([split]).to_csv(out / "server_split.csv", index=False, lineterminator=CRLF)
+        (out / "machine.json").write_text(json.dumps(machine(), indent=2) + "\n")
+    summary = summarise(runs)
+    summary.to_csv(out / "summary.csv", index=False, na_rep="nan", lineterminator=CRLF)
     plot(summary, out)
     print(f"written to {out}")
     return 0

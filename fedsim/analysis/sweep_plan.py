@@ -1,8 +1,11 @@
 """Planning a sweep: grid specs parsed, expanded into runs (times seeds), named and validated.
 
-Every run of a sweep is named after its grid values and seed
-(``strategy.name=fedprox,server.clients_per_round=20,seed=1``); the name is its folder under the
-sweep folder. Running the plan is :func:`fedsim.analysis.sweep.sweep`.
+A sweep is either a grid (the cartesian product of config values, times seeds), each run named
+after its grid values and seed (``strategy.name=fedprox,server.clients_per_round=20,seed=1``),
+or an explicit list of :class:`SweepPoint` (a name, overrides and the values a table shows),
+for sets of runs that are not a product (FedAvg, then DP-FedAvg at several noise levels). A
+run's name is its folder under the sweep folder. Running the plan is
+:func:`fedsim.analysis.sweep.sweep`.
 """
 
 from __future__ import annotations
@@ -37,8 +40,26 @@ class GridAxis:
 
 
 @dataclass(frozen=True)
+class SweepPoint:
+    """One named run of an explicit sweep.
+
+    ``name`` is its folder under the sweep folder (``/`` makes sub-folders); ``overrides`` apply
+    after the sweep's own; ``values`` are what a table of the sweep shows for it; ``config`` is
+    the TOML file it runs (None: the sweep's).
+    """
+
+    name: str
+    overrides: tuple[str, ...] = ()
+    values: Mapping[str, Any] = field(default_factory=dict)
+    config: Path | None = None
+
+
+@dataclass(frozen=True)
 class SweepRun:
-    """One planned run: its grid values, seed, folder name and validated config."""
+    """One planned run: its grid values, seed, folder name and validated config.
+
+    ``source`` is the TOML file the run reads (None when the sweep was given a Config).
+    """
 
     index: int
     values: dict[str, Any]
@@ -46,6 +67,7 @@ class SweepRun:
     name: str
     overrides: tuple[str, ...]
     config: Config = field(repr=False)
+    source: Path | None = None
 
 
 def split_values(text: str) -> list[str]:
@@ -99,6 +121,7 @@ def plan_sweep(
     config: Config | str | Path,
     grid: Sequence[str] | Sequence[GridAxis] = (),
     *,
+    points: Sequence[SweepPoint] | None = None,
     overrides: Sequence[str] = (),
     seeds: int = 1,
     build: bool = True,
@@ -107,14 +130,17 @@ def plan_sweep(
 
     Grid values are applied after ``overrides``; run i of a grid point has
     ``experiment.seed = base seed + i`` for i < ``seeds``, where the base seed is the config's.
-    With ``build``, the dataset, model, strategy and population of every grid point (first seed)
-    are built too, which catches errors that span sections (a partition that does not fit the
-    population) before the first run starts.
+    With ``points`` (instead of a grid), the runs are those points in order, each seeded by its
+    own overrides. With ``build``, the dataset, model, strategy and population of every grid
+    point (first seed) are built too, which catches errors that span sections (a partition that
+    does not fit the population) before the first run starts.
     """
-    from fedsim.runner import prepare
-
     if seeds < 1:
         raise ConfigError(f"--seeds: must be >= 1, got {seeds}")
+    if points is not None:
+        if grid or seeds != 1:
+            raise ConfigError("sweep: give either named points or a grid with seeds, not both")
+        return _plan_points(config, points, overrides, build)
     axes = [a if isinstance(a, GridAxis) else parse_grid([a])[0] for a in grid]
     if len({a.key for a in axes}) != len(axes):
         raise ConfigError("--grid: a key is given twice")
@@ -133,12 +159,66 @@ def plan_sweep(
             run_overrides = (*grid_overrides, f"{SEED_KEY}={seed}")
             try:
                 cfg = config_mod.from_dict(config_mod.apply_overrides(base, list(run_overrides)))
-                if build and i == 0:
-                    prepare(cfg, base_dir)
             except ConfigError as err:
                 raise ConfigError(f"{err} (sweep run {name})") from None
-            runs.append(SweepRun(len(runs) + 1, values, seed, name, run_overrides, cfg))
+            source = None if base_dir is None else Path(config)
+            runs.append(SweepRun(len(runs) + 1, values, seed, name, run_overrides, cfg, source))
     _make_names_unique(runs)
+    if build:
+        build_runs(runs)
+    return runs
+
+
+def build_runs(runs: Sequence[SweepRun]) -> None:
+    """Build the dataset, model, strategy and population of each distinct setting of ``runs``.
+
+    Runs that differ only in their seed share one build. This catches errors that span
+    sections (a partition that does not fit the population) before the first run starts.
+    """
+    from fedsim.runner import prepare
+
+    built: set[tuple[str, ...]] = set()
+    for r in runs:
+        shape = (str(r.source), *(o for o in r.overrides if not o.startswith(SEED_KEY)))
+        if shape in built:
+            continue
+        built.add(shape)
+        try:
+            prepare(r.config, None if r.source is None else r.source.resolve().parent)
+        except ConfigError as err:
+            raise ConfigError(f"{err} (sweep run {r.name})") from None
+
+
+def _plan_points(
+    config: Config | str | Path,
+    points: Sequence[SweepPoint],
+    overrides: Sequence[str],
+    build: bool,
+) -> list[SweepRun]:
+    """The runs of an explicit list of points; names are checked to be distinct folder paths."""
+    runs: list[SweepRun] = []
+    for point in points:
+        parts = Path(point.name).parts
+        if not point.name or Path(point.name).is_absolute() or ".." in parts:
+            raise ConfigError(f"sweep point {point.name!r}: not a relative folder name")
+        if any(r.name == point.name for r in runs):
+            raise ConfigError(f"sweep point {point.name}: the name is given twice")
+        source = point.config if point.config is not None else config
+        path = None if isinstance(source, Config) else Path(source)
+        try:
+            raw = source.to_dict() if isinstance(source, Config) else config_mod.read_toml(source)
+            merged = [*overrides, *point.overrides]
+            cfg = config_mod.from_dict(config_mod.apply_overrides(raw, merged))
+        except ConfigError as err:
+            raise ConfigError(f"{err} (sweep run {point.name})") from None
+        values = dict(point.values)
+        runs.append(
+            SweepRun(
+                len(runs) + 1, values, cfg.experiment.seed, point.name, point.overrides, cfg, path
+            )
+        )
+    if build:
+        build_runs(runs)
     return runs
 
 
@@ -162,7 +242,7 @@ def _make_names_unique(runs: list[SweepRun]) -> None:
         if counts[r.name] > 1:
             digest = hashlib.sha1("\n".join(r.overrides).encode()).hexdigest()[:8]
             runs[i] = SweepRun(
-                r.index, r.values, r.seed, f"{r.name}-{digest}", r.overrides, r.config
+                r.index, r.values, r.seed, f"{r.name}-{digest}", r.overrides, r.config, r.source
             )
 
 
