@@ -2,9 +2,8 @@
 
 Runs, for every seed: FedAvg over the 8 silos of federated.toml with DP (noise multiplier
 0.5, 1, 2) and secure aggregation off and on; every silo trained alone (silo_alone.toml,
-partition.client = 0..7); and all records pooled (centralised). Scores every final model on
-the central test set (accuracy, ROC AUC): runs/<run>/, runs.csv (a row per run), summary.csv
-and .md (means over seeds) and health.png.
+partition.client = 0..7); all records pooled. Scores every final model on the central test
+set (accuracy, ROC AUC): runs/<run>/, runs.csv, summary.csv and .md, health.png.
 Usage: python experiments/health/run.py [--seeds 3] [--out results/health]
 """
 
@@ -89,6 +88,7 @@ def tabulate(runs: pd.DataFrame, out: Path) -> None:
     """runs.csv, summary.csv (mean and sd over seeds per run; the silos also as a 'mean silo' and
     a 'worst silo' row), summary.md and health.png from the table of runs."""
     runs.to_csv(out / "runs.csv", index=False, float_format=FLOAT)
+    runs = pd.read_csv(out / "runs.csv")  # as written: a full run and --tables-only agree
     keys = ["accuracy", "auc", "epsilon", "bytes_up_MB", "bytes_down_MB", "train_records",
             "malignant_share"]  # fmt: skip
     extra = ["silo alone, mean of 8 silos", "silo alone, worst"]

@@ -89,7 +89,8 @@ def main() -> None:
     per_city, runs = pd.DataFrame(rows), pd.DataFrame(run_row(o) for o in done.runs)
     per_city.to_csv(args.out / "per_city.csv", index=False, float_format=FLOAT)
     runs.to_csv(args.out / "runs.csv", index=False, float_format=FLOAT)
-    tabulate(per_city, runs, args.out)
+    # From the files as written, so a full run and --tables-only give the same tables.
+    tabulate(pd.read_csv(args.out / "per_city.csv"), pd.read_csv(args.out / "runs.csv"), args.out)
 
 
 def tabulate(per_city: pd.DataFrame, runs: pd.DataFrame, out: Path) -> None:
