@@ -15,14 +15,16 @@ the server actor, the workers and Ray's own daemons. Writes ``runs.csv``, ``summ
 ``machine.json`` and prints the Markdown table of the README.
 
 Usage: python experiments/scalability/billion.py [--repeat 2] [--rounds 6] [--workers 2]
-                                                 [--backend ray] [--out results/scalability/billion]
+                                                 [--backends ray,local]
+                                                 [--out results/scalability/billion]
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
-import statistics
+import os
 import subprocess
 import sys
 import tempfile
@@ -103,13 +105,13 @@ def peak_kib(pid: int) -> int:
     return 0
 
 
-def run_once(overrides: list[str], a: argparse.Namespace) -> dict:
+def run_once(overrides: list[str], backend: str, a: argparse.Namespace) -> dict:
     """One ``fedsim run``: its round times, start-up and every process's peak memory."""
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "run"
         sets = [
             f"server.rounds={a.rounds}",
-            f"runtime.backend='{a.backend}'",
+            f"runtime.backend='{backend}'",
             f"runtime.workers={a.workers}",
             *overrides,
         ]
@@ -162,69 +164,78 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=2)
     ap.add_argument("--rounds", type=int, default=6)
     ap.add_argument("--workers", type=int, default=2)
-    ap.add_argument("--backend", default="ray")
+    ap.add_argument("--backends", default="ray,local", help="comma-separated, taking turns")
     ap.add_argument("--out", type=Path, default=ROOT / "results" / "scalability" / "billion")
     a = ap.parse_args()
-    rows = []
-    for rep in range(a.repeat):
-        for name, overrides in VARIANTS.items():
-            r = run_once(overrides, a)
-            build_s = population_startup(overrides)
-            for proc, kib in r["processes"]:
-                rows.append(
-                    {
-                        "variant": name,
-                        "repeat": rep,
-                        "round_s": r["round_s"],
-                        "server_s": r["server_s"],
-                        "startup_s": r["startup_s"],
-                        "outside_rounds_s": r["outside_rounds_s"],
-                        "population_build_s": build_s,
-                        "process": proc,
-                        "peak_mib": kib / 1024,
-                    }
-                )
-            top = r["processes"][0]
-            print(f"{name} #{rep}: {r['round_s']:.3f} s/round, start-up {r['startup_s']:.1f} s, "
-                  f"largest {top[0]} {top[1] / 1024:.0f} MiB", flush=True)  # fmt: skip
+    rows, load_before = [], os.getloadavg()
+    for rep, backend, (name, overrides) in itertools.product(
+        range(a.repeat), a.backends.split(","), VARIANTS.items()
+    ):
+        r = run_once(overrides, backend, a)
+        build_s = population_startup(overrides)
+        for proc, kib in r["processes"]:
+            rows.append(
+                {
+                    "backend": backend,
+                    "variant": name,
+                    "repeat": rep,
+                    "round_s": r["round_s"],
+                    "server_s": r["server_s"],
+                    "startup_s": r["startup_s"],
+                    "outside_rounds_s": r["outside_rounds_s"],
+                    "population_build_s": build_s,
+                    "process": proc,
+                    "peak_mib": kib / 1024,
+                }
+            )
+        top = r["processes"][0]
+        print(f"{backend}, {name} #{rep}: {r['round_s']:.3f} s/round, "
+              f"start-up {r['startup_s']:.1f} s, largest {top[0]} {top[1] / 1024:.0f} MiB",
+              flush=True)  # fmt: skip
     runs = pd.DataFrame(rows)
     a.out.mkdir(parents=True, exist_ok=True)
     runs.to_csv(a.out / "runs.csv", index=False, float_format="%.4g")
     summary = summarise(runs)
     summary.to_csv(a.out / "summary.csv", index=False, float_format="%.4g")
-    machine = {"command": " ".join(sys.argv), **provenance(sys.argv)}
+    machine = {
+        "command": " ".join(sys.argv),
+        "load_average_before": load_before,
+        "load_average_after": os.getloadavg(),
+        **provenance(sys.argv),
+    }
     (a.out / "machine.json").write_text(json.dumps(machine, indent=2) + "\n")
     cells = [[f"{v:.3g}" if isinstance(v, float) else v for v in row] for row in summary.values]
     print(markdown_table(list(summary.columns), cells))
 
 
 def summarise(runs: pd.DataFrame) -> pd.DataFrame:
-    """One row per variant: medians over repeats, ratios to the 1M keyed run, largest process."""
+    """One row per backend and variant: medians over repeats, the round time's ratio to the 1M
+    keyed run's (ratio of the medians, and median of the ratios of runs taken in turn), and the
+    largest process of each kind."""
     out = []
-    for name in VARIANTS:
-        v = runs[runs["variant"] == name]
+    for (backend, name), v in runs.groupby(["backend", "variant"], sort=False):
         per_run = v.groupby("repeat").first()
-        fedsim_procs = v[~v["process"].str.startswith("ray daemon")]
-        daemons = v[v["process"].str.startswith("ray daemon")]
+        base = runs[(runs["backend"] == backend) & (runs["variant"] == "1M, keyed")]
+        base_run = base.groupby("repeat").first()["round_s"]
+        daemon = v["process"].str.startswith("ray daemon")
         out.append(
             {
+                "backend": backend,
                 "variant": name,
-                "round_s": statistics.median(per_run["round_s"]),
-                "select_plan_s": statistics.median(per_run["server_s"]),
-                "startup_s": statistics.median(per_run["startup_s"]),
-                "outside_rounds_s": statistics.median(per_run["outside_rounds_s"]),
-                "population_build_s": statistics.median(per_run["population_build_s"]),
+                "round_s": per_run["round_s"].median(),
+                "ratio_to_1M_keyed": per_run["round_s"].median() / base_run.median(),
+                "ratio_in_turn": (per_run["round_s"] / base_run).median(),
+                "select_plan_s": per_run["server_s"].median(),
+                "startup_s": per_run["startup_s"].median(),
+                "population_build_s": per_run["population_build_s"].median(),
                 "driver_mib": v[v["process"] == "driver"]["peak_mib"].max(),
                 "server_actor_mib": v[v["process"] == "server actor"]["peak_mib"].max(),
                 "worker_max_mib": v[v["process"].str.startswith("worker")]["peak_mib"].max(),
-                "largest_fedsim_mib": fedsim_procs["peak_mib"].max(),
-                "largest_ray_daemon_mib": daemons["peak_mib"].max(),
+                "largest_fedsim_mib": v[~daemon]["peak_mib"].max(),
+                "largest_ray_daemon_mib": v[daemon]["peak_mib"].max(),
             }
         )
-    table = pd.DataFrame(out)
-    base = table.loc[table["variant"] == "1M, keyed", "round_s"].iloc[0]
-    table.insert(2, "round_ratio_to_1M_keyed", table["round_s"] / base)
-    return table
+    return pd.DataFrame(out)
 
 
 if __name__ == "__main__":
