@@ -3,7 +3,8 @@
 Runs ``fedsim run experiments/scalability/population_1b.toml`` (workload W's data, a keyed
 tiered population with Bernoulli availability and dropout, 10,000 clients per round) at
 1,000,000,000 clients and at 1,000,000, and the 1M config with today's stored columns
-(``population.draws = "columns"``), taking turns ``--repeat`` times in one invocation. For each
+(``population.draws = "columns"``), taking turns ``--repeat`` times in one invocation (each
+repeat in a rotated order). For each
 run: the steady-state round time (median ``wall_time_s`` of the rounds between the first and the
 last, which warm up and evaluate), the start-up (from the command's launch to the start of its
 first round: imports, Ray, dataset, population, actors; seen as the first row of rounds.csv,
@@ -168,9 +169,12 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=ROOT / "results" / "scalability" / "billion")
     a = ap.parse_args()
     rows, load_before = [], os.getloadavg()
-    for rep, backend, (name, overrides) in itertools.product(
-        range(a.repeat), a.backends.split(","), VARIANTS.items()
+    variants = list(VARIANTS.items())
+    for rep, backend, turn in itertools.product(
+        range(a.repeat), a.backends.split(","), range(len(variants))
     ):
+        # Each repeat starts one variant later, so no variant always runs first or last.
+        name, overrides = variants[(turn + rep) % len(variants)]
         r = run_once(overrides, backend, a)
         build_s = population_startup(overrides)
         for proc, kib in r["processes"]:
