@@ -34,6 +34,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from fedsim.bench.probe import peak_rss, process_tree
 from fedsim.config import load
 from fedsim.population import Population
 from fedsim.provenance import provenance
@@ -56,26 +57,6 @@ def cmdline(pid: int) -> str:
         return ""
 
 
-def descendants(root: int) -> list[int]:
-    """``root`` and every process below it (from the parent ids in /proc/<pid>/stat)."""
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        ppid = int(stat[stat.rindex(")") + 2 :].split()[1])
-        children.setdefault(ppid, []).append(int(entry.name))
-    out, todo = [], [root]
-    while todo:
-        pid = todo.pop()
-        out.append(pid)
-        todo.extend(children.get(pid, []))
-    return out
-
-
 def role(pid: int) -> str:
     """What a process of the run is: driver, server actor, worker, or a Ray daemon."""
     cmd = cmdline(pid)
@@ -83,7 +64,11 @@ def role(pid: int) -> str:
         return "driver"
     if cmd.startswith("ray::"):
         name = cmd.split()[0][len("ray::") :]
-        return "server actor" if "Server" in name else f"worker ({name})"
+        if name.startswith("ServerActor"):
+            return "server actor"
+        if name.startswith(("TrainWorker", "IDLE")):
+            return f"worker ({name})"
+        return f"ray daemon ({name})"  # Ray's own agents (dashboard, runtime environments)
     return f"ray daemon ({Path(cmd.split()[0]).name})" if cmd else "other"
 
 
@@ -93,17 +78,6 @@ def rows_written(path: Path) -> bool:
         return path.read_bytes().count(b"\n") >= 2
     except OSError:
         return False
-
-
-def peak_kib(pid: int) -> int:
-    """The process's peak resident set (VmHWM) in KiB, 0 if it is gone."""
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1])
-    except OSError:
-        pass
-    return 0
 
 
 def run_once(overrides: list[str], backend: str, a: argparse.Namespace) -> dict:
@@ -126,8 +100,9 @@ def run_once(overrides: list[str], backend: str, a: argparse.Namespace) -> dict:
         while child.poll() is None:
             if first_row is None and rows_written(out / "rounds.csv"):
                 first_row = time.perf_counter() - t0
-            for pid in descendants(child.pid):
-                kib = peak_kib(pid)
+            for pid in process_tree(child.pid):
+                seen = peak_rss(pid)
+                kib = seen[1] // 1024 if seen else 0
                 if kib:
                     # Ray names a process after the actor it hosts only once it hosts one.
                     known = peaks.get(pid, ("", 0))[0]
