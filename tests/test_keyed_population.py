@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 import fedsim
-from fedsim.config import from_dict
+from fedsim.config import ConfigError, from_dict
 from fedsim.metrics import read_rounds
 from fedsim.population import Population
 
@@ -178,3 +178,35 @@ def test_a_committed_run_with_stored_columns_gives_its_rounds_again(tmp_path):
     columns = [c for c in committed.columns if c not in WALL]
     assert len(columns) > 20 and again["completed"].sum() == 300
     pd.testing.assert_frame_equal(again[columns], committed[columns])
+
+
+def test_keyed_device_types_from_a_profiles_csv_store_nothing_per_client(tmp_path):
+    csv = tmp_path / "types.csv"
+    csv.write_text(
+        "tier,weight,speed,download_bandwidth,upload_bandwidth\nphone,3,50,1e5,5e4\n"
+        "laptop,1,500,1e6,5e5\n"
+    )
+    pop = keyed(10**9, profiles_csv=str(csv), speed=100.0, download_bandwidth=1.25e6)
+    ids = np.arange(40_000) * 25_000
+    tier = pop.tier_of(ids)
+    assert pop.nbytes == 0 and pop.tier_names == ("phone", "laptop")
+    assert np.mean(tier == 0) == pytest.approx(0.75, abs=0.01)
+    np.testing.assert_array_equal(
+        pop.attribute("speed", ids), np.array([50, 500], np.float32)[tier]
+    )
+    # Attributes the CSV does not give keep their own keyed draws.
+    np.testing.assert_array_equal(
+        pop.attribute("dropout_rate", ids),
+        np.array([0.2, 0.1, 0.05], np.float32)[pop._config_tier_of(ids)],
+    )
+
+
+def test_config_sizes_a_keyed_billion_as_free_and_refuses_stored_columns_beyond_memory():
+    population = {**KEYED, "num_clients": 10**12}
+    assert config(population).population.draws == "keyed"
+    with pytest.raises(ConfigError) as err:
+        config({**population, "draws": "columns"})
+    assert str(err.value).startswith("population.num_clients: a population of 1000000000000")
+    with pytest.raises(ConfigError) as err:
+        config({**population, "draws": "rows"})
+    assert str(err.value).startswith("population.draws: ")
