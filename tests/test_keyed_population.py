@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from test_population import TIERED
 
 import fedsim
 from fedsim.config import ConfigError, from_dict
@@ -23,16 +24,10 @@ ATTRIBUTES = (
     "dropout_rate",
     "on_fraction",
 )
+# The columnar tests' tiered population, keyed, with periodic availability.
 KEYED = {
+    **{k: TIERED[k] for k in ("tiers", "speed", "download_bandwidth", "upload_bandwidth")},
     "draws": "keyed",
-    "tiers": [
-        {"name": "low", "weight": 0.5},
-        {"name": "mid", "weight": 0.3},
-        {"name": "high", "weight": 0.2},
-    ],
-    "speed": {"dist": "tiers", "values": [100.0, 400.0, 1500.0]},
-    "download_bandwidth": {"dist": "lognormal", "median": 1e6, "sigma": 0.5},
-    "upload_bandwidth": {"dist": "uniform", "low": 1e5, "high": 1e6},
     "dropout_rate": {"dist": "tiers", "values": [0.2, 0.1, 0.05]},
     "availability": "periodic",
     "period_s": 100.0,
