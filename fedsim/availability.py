@@ -18,6 +18,7 @@ one of its intervals, offline elsewhere, and the trace repeats with its span (la
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -33,9 +34,15 @@ class Diurnal:
     """Online probability following a day curve in each client's time zone."""
 
     def __init__(
-        self, seed: int, peak_probability: np.ndarray, period_s: float, ratio: float, peak: float
+        self,
+        seed: int,
+        peak_of: Callable[[np.ndarray], np.ndarray],
+        period_s: float,
+        ratio: float,
+        peak: float,
     ) -> None:
-        self.seed, self.p = seed, peak_probability
+        # peak_of(ids): the clients' peak online probability, asked only for the clients needed.
+        self.seed, self.peak_of = seed, peak_of
         self.slot_s = period_s / HOURS
         self.trough, self.peak = 1.0 / ratio, peak
 
@@ -45,7 +52,7 @@ class Diurnal:
     def probability(self, ids: np.ndarray, slot: np.ndarray) -> np.ndarray:
         hour = np.mod(slot + self.zone(ids), HOURS)
         wave = (1.0 + np.cos(2 * np.pi * (hour - self.peak) / HOURS)) / 2
-        return self.p[ids] * (self.trough + (1.0 - self.trough) * wave)
+        return self.peak_of(ids) * (self.trough + (1.0 - self.trough) * wave)
 
     def _online_in(self, ids: np.ndarray, slot: np.ndarray) -> np.ndarray:
         u = np.empty(len(ids))
@@ -69,8 +76,8 @@ class Diurnal:
             out[ask[off]] = s * self.slot_s
         return out
 
-    def online_fraction(self) -> float:
-        sample = self.p[: min(len(self.p), 10_000)]
+    def online_fraction(self, num_clients: int) -> float:
+        sample = self.peak_of(np.arange(min(num_clients, 10_000)))
         return float(np.mean(sample)) * (1.0 + self.trough) / 2
 
 
@@ -116,5 +123,5 @@ class Trace:
         end = base + self._interval_end(ids, t0 % self.span)
         return np.where(np.isnan(end) | (end >= t1), np.inf, end)
 
-    def online_fraction(self) -> float:
+    def online_fraction(self, num_clients: int) -> float:
         return max(float((self.end - self.start).sum()) / (self.span * self.num_clients), 1e-3)

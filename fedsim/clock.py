@@ -98,15 +98,15 @@ def timelines(
     ``key`` is the round in synchronous mode and the client's start number in asynchronous mode:
     each draw is a function of (seed, key, client id) alone.
     """
-    seed = population.seed
-    download_s = model_bytes / population.download_bandwidth[ids].astype(np.float64)
-    upload_s = update_bytes / population.upload_bandwidth[ids].astype(np.float64)
-    epoch_s = num_samples / population.speed[ids].astype(np.float64)
+    seed, attribute = population.seed, population.attribute
+    download_s = model_bytes / attribute("download_bandwidth", ids).astype(np.float64)
+    upload_s = update_bytes / attribute("upload_bandwidth", ids).astype(np.float64)
+    epoch_s = num_samples / attribute("speed", ids).astype(np.float64)
     jitter = population.cfg.compute_jitter
     if jitter > 0:
         epoch_s = epoch_s * np.exp(jitter * normal(seed, key, Purpose.JITTER, ids))
     finish = download_s + local_epochs * epoch_s + upload_s
-    dropped = uniform(seed, key, Purpose.DROPOUT, ids) < population.dropout_rate[ids]
+    dropped = uniform(seed, key, Purpose.DROPOUT, ids) < attribute("dropout_rate", ids)
     drop_time = uniform(seed, key, Purpose.DROP_POINT, ids) * finish
     return Timelines(download_s, epoch_s, upload_s, dropped, drop_time, local_epochs)
 

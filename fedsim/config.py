@@ -135,9 +135,17 @@ def _cross_check(cfg: Config) -> None:
         raise ConfigError(f"privacy.{err}")
     pop = cfg.population
     drawn = sum(getattr(pop, name).dist != "constant" for name in PER_CLIENT_ATTRIBUTES)
+    stored = pop.draws == "columns"
+    per_client_data = getattr(cfg.data.options, "bytes_per_client", memory.DATASET_BYTES_PER_CLIENT)
     memory.require(
         "population.num_clients",
-        memory.population_bytes(n, drawn, bool(pop.tiers), pop.availability == "periodic"),
+        memory.population_bytes(
+            n,
+            drawn if stored else 0,
+            bool(pop.tiers) and stored,
+            pop.availability == "periodic" and stored,
+            per_client_data,
+        ),
         f"a population of {n} clients",
     )
     if cfg.server.mode == "async":

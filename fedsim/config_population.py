@@ -165,6 +165,9 @@ class Tier:
 @dataclass(frozen=True)
 class PopulationConfig:
     num_clients: int = field(default=100, metadata=check(positive))
+    # "columns": every drawn attribute stored for all clients (one vectorised draw each);
+    # "keyed": nothing stored, a client's attributes drawn from (seed, client id) when asked.
+    draws: Literal["columns", "keyed"] = "columns"
     tiers: tuple[Tier, ...] = ()
     speed: Dist = field(
         default=Dist(value=100.0), metadata=check(_dist_in(0, math.inf, lo_open=True))

@@ -33,13 +33,30 @@ from fedsim.rng import Purpose, generator, uniform
 SERVER_ATTACKS = ("little_is_enough",)
 
 
+class Nobody:
+    """The mask of a fault no client has: False for any ids, with nothing stored per client."""
+
+    def __init__(self, num_clients: int) -> None:
+        self.shape = (num_clients,)
+
+    def __getitem__(self, ids: np.ndarray) -> np.ndarray:
+        return np.zeros(np.shape(ids), dtype=bool)
+
+    def any(self) -> bool:
+        return False
+
+
 def faulty_clients(seed: int, purpose: int, fraction: float, num_clients: int) -> np.ndarray:
-    """Bool mask (num_clients,): the ``round(fraction * num_clients)`` lowest keyed draws."""
-    mask = np.zeros(num_clients, dtype=bool)
+    """Bool mask (num_clients,): the ``round(fraction * num_clients)`` lowest keyed draws.
+
+    With none faulty, :class:`Nobody`: a population of any size costs nothing for it.
+    """
     count = int(round(fraction * num_clients))
-    if count:
-        draws = uniform(seed, 0, purpose, np.arange(num_clients))
-        mask[np.argsort(draws, kind="stable")[:count]] = True
+    if not count:
+        return Nobody(num_clients)  # type: ignore[return-value]
+    mask = np.zeros(num_clients, dtype=bool)
+    draws = uniform(seed, 0, purpose, np.arange(num_clients))
+    mask[np.argsort(draws, kind="stable")[:count]] = True
     return mask
 
 

@@ -44,11 +44,17 @@ def require(key: str, nbytes: float, what: str) -> None:
         )
 
 
-def population_bytes(num_clients: int, drawn_columns: int, tiers: bool, periodic: bool) -> int:
+def population_bytes(
+    num_clients: int,
+    drawn_columns: int,
+    tiers: bool,
+    periodic: bool,
+    dataset_bytes_per_client: int = DATASET_BYTES_PER_CLIENT,
+) -> int:
     """Bytes of a population's stored columns: float32 per drawn attribute, uint8 tier,
-    float32 phase, plus what the dataset keeps per client."""
+    float32 phase, plus what the dataset keeps per client (0 for data made from the id)."""
     per_client = 4 * drawn_columns + (1 if tiers else 0) + (4 if periodic else 0)
-    return num_clients * (per_client + DATASET_BYTES_PER_CLIENT)
+    return num_clients * (per_client + dataset_bytes_per_client)
 
 
 def model_bytes(num_parameters: int, stacked_clients: int) -> int:

@@ -199,8 +199,8 @@ class ServerPrivacy:
             rnd,
             up,
             down,
-            population.upload_bandwidth[rnd.ids],
-            population.download_bandwidth[rnd.ids],
+            population.attribute("upload_bandwidth", rnd.ids),
+            population.attribute("download_bandwidth", rnd.ids),
         )
         # The masked input replaces the plain upload, which the clock already counts.
         extra_up = up.sum(axis=1) - up[:, MASKED_INPUT]

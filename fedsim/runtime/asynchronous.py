@@ -108,7 +108,7 @@ class AsyncServer(Server):
         self._starts = 0  # start numbers handed out (clients and waiting slots)
         self._downloads = 0  # clients started so far
         self._idle = 0
-        self._busy = np.zeros(self.population.num_clients, dtype=bool)  # training now
+        self._busy: set[int] = set()  # clients training now (a set: the population may be huge)
 
     async def run_round(self, evaluate: Iterable[str] | None = None) -> RoundResult:
         """Advance the clock to the next server step and take it; ``evaluate`` as for
@@ -182,7 +182,7 @@ class AsyncServer(Server):
             f = self._flights.pop(seq)
             self.sim_time_s = t
             if f.client >= 0:
-                self._busy[f.client] = False
+                self._busy.discard(f.client)
                 self._idle = 0
                 ended.append(f)
                 if not f.dropped and self.round - f.version <= self.opts.max_staleness:
@@ -226,18 +226,19 @@ class AsyncServer(Server):
         Rejection sampling on keyed uniforms costs O(count) while most clients are free and
         online; otherwise the population's own selection, minus those training, decides.
         """
-        pop, busy = self.population, self._busy
+        pop = self.population
+        busy = np.fromiter(self._busy, dtype=np.int64, count=len(self._busy))
         tries = 4 * count + 16
         u = uniform(pop.seed, key, Purpose.ASYNC_PICK, np.arange(tries))
         cand = np.minimum((u * pop.num_clients).astype(np.int64), pop.num_clients - 1)
         _, first = np.unique(cand, return_index=True)
         cand = cand[np.sort(first)]  # distinct, in draw order
-        cand = cand[~busy[cand]]
+        cand = cand[~np.isin(cand, busy)]
         cand = cand[pop.is_online(cand, key, t)][:count]
         if len(cand) == count:
             return np.sort(cand)
-        pool = pop.select(key, t, count + int(busy.sum()))
-        pool = pool[~busy[pool]]
+        pool = pop.select(key, t, count + len(busy))
+        pool = pool[~np.isin(pool, busy)]
         order = np.lexsort((pool, uniform(pop.seed, key, Purpose.ASYNC_PICK_ORDER, pool)))
         return np.sort(pool[order[:count]])
 
@@ -245,7 +246,7 @@ class AsyncServer(Server):
         self._starts += 1
         self._flights[f.seq] = f
         if f.client >= 0:
-            self._busy[f.client] = True
+            self._busy.add(f.client)
         heapq.heappush(self._events, (f.end_s, f.seq))
 
     def _forget(self) -> None:
@@ -357,8 +358,7 @@ class AsyncServer(Server):
         cols = [np.asarray(a["flights"][k]).tolist() for k in _FIELDS]
         self._flights = {row[0]: _Flight(*row) for row in zip(*cols, strict=True)}
         self._events = sorted((f.end_s, f.seq) for f in self._flights.values())
-        self._busy[:] = False
-        self._busy[[f.client for f in self._flights.values() if f.client >= 0]] = True
+        self._busy = {f.client for f in self._flights.values() if f.client >= 0}
         self._starts, self._idle = int(a["starts"]), int(a["idle"])
         self._downloads = int(a["downloads"])
         models = np.asarray(a["models"])

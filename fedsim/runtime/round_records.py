@@ -139,7 +139,7 @@ def round_record(
 def tier_names(population: Population, ids: np.ndarray) -> np.ndarray:
     """Each client's device tier name (clients.csv's ``tier``)."""
     names = np.asarray(population.tier_names or ("all",), dtype=object)
-    return names[np.minimum(population.tier[ids], len(names) - 1)]
+    return names[np.minimum(population.tier_of(ids), len(names) - 1)]
 
 
 def client_records(
