@@ -18,18 +18,8 @@ from pathlib import Path
 from fedsim.analysis.sweep import SweepPoint, sweep
 
 HERE = Path(__file__).resolve().parent
-OUT = Path("results/robust")
-
-#: Each aggregator with its options: the server assumes up to 30% Byzantine clients (f = 6 of
-#: the 20 per round for Krum, trim 30% from each end), and bounds norms near an honest update's.
-KRUM = "aggregator.num_byzantine=6"
-AGGREGATORS = {"mean": [], "median": [], "trimmed_mean": ["aggregator.trim_fraction=0.3"],
-               "krum": [KRUM], "multi_krum": [KRUM],
-               "norm_bounded_mean": ["aggregator.norm_bound=1.0"]}  # fmt: skip
-#: Each attack with its scale: -10 x the honest update, mu - 1.0 sigma, N(0, 1) per coordinate,
-#: 10 x the honest update.
-ATTACKS = {"sign_flip": 10.0, "little_is_enough": 1.0, "gaussian": 1.0, "scaled": 10.0}
-FRACTIONS = [0.0, 0.1, 0.2, 0.3]
+sys.path.insert(0, str(HERE))
+from grid import AGGREGATORS, ATTACKS, FRACTIONS, OUT  # noqa: E402  (beside this file)
 
 
 def points(args: argparse.Namespace) -> list[SweepPoint]:
@@ -62,7 +52,6 @@ def main() -> None:
         sweep(HERE / "fmnist_2nn.toml", points=points(args), out_dir=args.out / "runs",
               tables=False, plots=False)  # fmt: skip
         return
-    sys.path.insert(0, str(HERE))
     from table import tabulate  # beside this file
 
     tabulate(args.out)

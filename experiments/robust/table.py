@@ -24,7 +24,7 @@ from fedsim.analysis.sweep import DIVERGED_FILE
 from fedsim.tables import markdown_table
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from run import AGGREGATORS, ATTACKS, OUT  # noqa: E402  (the grid beside this file)
+from grid import AGGREGATORS, ATTACKS, OUT  # noqa: E402  (the grid beside this file)
 
 
 def tabulate(out: Path) -> pd.DataFrame:
