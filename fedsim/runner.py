@@ -13,21 +13,13 @@ import pandas as pd
 
 from fedsim import checkpoint, rundir
 from fedsim import config as config_mod
-from fedsim.callbacks import (
-    Callback,
-    EvaluationSchedule,
-    PrivacyBudget,
-    ProgressBar,
-    RoundFunction,
-    TargetAccuracy,
-)
-from fedsim.callbacks.loggers import loggers_for
+from fedsim.callbacks import Callback
+from fedsim.callbacks.builtin import for_run
 from fedsim.config import Config
 from fedsim.experiment import Experiment, RunInterrupted, RunResult, prepare
 from fedsim.loop import execute
 from fedsim.metrics import read_rounds, verify_records
 from fedsim.options import ConfigError, build, to_table
-from fedsim.privacy.rounds import round_accountant
 from fedsim.rundir import CONFIG_FILE, PARTITION_FILE, SUMMARY_FILE, default_out_dir
 from fedsim.strategies.base import Strategy
 
@@ -217,29 +209,8 @@ def _execute(
 ) -> RunResult:
     """Run (or continue from ``ckpt``) the rounds of a validated experiment."""
     return execute(
-        exp, out, ckpt, _callbacks(exp.cfg, out, progress, on_round, callbacks), _write_partition
+        exp, out, ckpt, for_run(exp.cfg, out, progress, on_round, callbacks), _write_partition
     )
-
-
-def _callbacks(
-    cfg: Config,
-    out: Path | None,
-    progress: bool,
-    on_round: OnRound,
-    callbacks: Sequence[Callback],
-) -> list[Callback]:
-    """A run's callbacks in the order they are called: built-in ones, the user's, loggers."""
-    calls: list[Callback] = [ProgressBar()] if progress else []
-    if not any(isinstance(cb, EvaluationSchedule) for cb in callbacks):
-        calls.append(EvaluationSchedule.from_config(cfg.server))
-    if on_round is not None:
-        calls.append(RoundFunction(on_round))
-    if cfg.server.target_accuracy:
-        calls.append(TargetAccuracy(cfg.server.target_accuracy))
-    budget = round_accountant(cfg.privacy, cfg.population.num_clients, cfg.server.clients_per_round)
-    if budget is not None:
-        calls.append(PrivacyBudget(budget))
-    return [*calls, *callbacks, *loggers_for(cfg, out)]
 
 
 def _write_partition(exp: Experiment, out: Path) -> None:

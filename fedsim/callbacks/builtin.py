@@ -4,11 +4,12 @@ checkpoints."""
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any, Protocol
 
 from fedsim.callbacks.base import Callback, RunContext
-from fedsim.config import ServerConfig
+from fedsim.config import Config, ServerConfig
 from fedsim.evaluation import Schedule
 
 __all__ = [
@@ -18,7 +19,32 @@ __all__ = [
     "ProgressBar",
     "RoundFunction",
     "TargetAccuracy",
+    "for_run",
 ]
+
+
+def for_run(
+    cfg: Config,
+    out: Path | None,
+    progress: bool,
+    on_round: Callable[[dict[str, Any]], None] | None,
+    user: Sequence[Callback],
+) -> list[Callback]:
+    """A run's callbacks in the order they are called: built-in ones, the user's, loggers."""
+    from fedsim.callbacks.loggers import loggers_for
+    from fedsim.privacy.rounds import round_accountant
+
+    calls: list[Callback] = [ProgressBar()] if progress else []
+    if not any(isinstance(cb, EvaluationSchedule) for cb in user):
+        calls.append(EvaluationSchedule.from_config(cfg.server))
+    if on_round is not None:
+        calls.append(RoundFunction(on_round))
+    if cfg.server.target_accuracy:
+        calls.append(TargetAccuracy(cfg.server.target_accuracy))
+    budget = round_accountant(cfg.privacy, cfg.population.num_clients, cfg.server.clients_per_round)
+    if budget is not None:
+        calls.append(PrivacyBudget(budget))
+    return [*calls, *user, *loggers_for(cfg, out)]
 
 
 class EvaluationSchedule(Callback):
