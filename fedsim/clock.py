@@ -136,7 +136,7 @@ def plan_round(
     n = np.asarray(num_samples, dtype=np.int64)
     tl = timelines(population, ids, n, round_, local_epochs, model_bytes, update_bytes)
     download_s, epoch_s, upload_s = tl.download_s, tl.epoch_s, tl.upload_s
-    compute_s, finish, dropped, drop_time = tl.compute_s, tl.finish, tl.dropped, tl.drop_time
+    finish, dropped, drop_time = tl.finish, tl.dropped, tl.drop_time
 
     if straggler_fraction > 0:
         return _plan_fraction_stragglers(
@@ -170,18 +170,7 @@ def plan_round(
         ends = np.where(dropped, drop_time, finish)
         duration = float(ends.max()) if len(ends) else 0.0
 
-    return _plan(
-        ids,
-        n,
-        outcome,
-        epochs_done,
-        download_s,
-        compute_s,
-        upload_s,
-        duration,
-        model_bytes,
-        update_bytes,
-    )
+    return _plan(ids, n, tl, outcome, epochs_done, duration, (model_bytes, update_bytes))
 
 
 def _keep_partial_work(
@@ -251,18 +240,9 @@ def _plan_fraction_stragglers(
     ends.append(drop_time[dropped])
     all_ends = np.concatenate(ends)
     duration = float(all_ends.max()) if len(all_ends) else 0.0
-    return _plan(
-        ids,
-        n,
-        outcome,
-        epochs_done,
-        download_s,
-        local_epochs * epoch_s,
-        upload_s,
-        duration,
-        model_bytes,
-        update_bytes,
-    )
+    # Compute as planned: all epochs, whatever part of them a straggler's work keeps.
+    plan_s = local_epochs * epoch_s
+    return _plan(ids, n, tl, outcome, epochs_done, duration, (model_bytes, update_bytes), plan_s)
 
 
 def _straggling_draws(order: np.ndarray, draws: np.ndarray, fraction: float) -> np.ndarray:
@@ -283,16 +263,20 @@ def _straggling_draws(order: np.ndarray, draws: np.ndarray, fraction: float) -> 
 def _plan(
     ids: np.ndarray,
     n: np.ndarray,
+    tl: Timelines,
     outcome: np.ndarray,
     epochs_done: np.ndarray,
-    download_s: np.ndarray,
-    compute_s: np.ndarray,
-    upload_s: np.ndarray,
     duration_s: float,
-    model_bytes: int,
-    update_bytes: int,
+    sizes: tuple[int, int],
+    compute_s: np.ndarray | None = None,
 ) -> RoundPlan:
-    """A RoundPlan with its bytes: every selected client downloads, every contributor uploads."""
+    """A RoundPlan with its bytes: every selected client downloads, every contributor uploads.
+
+    ``sizes`` is (model bytes, update bytes); ``compute_s`` defaults to the timelines'.
+    """
+    model_bytes, update_bytes = sizes
+    download_s, upload_s = tl.download_s, tl.upload_s
+    compute_s = tl.compute_s if compute_s is None else compute_s
     return RoundPlan(
         ids=ids,
         num_samples=n,
