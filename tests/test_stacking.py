@@ -1,0 +1,51 @@
+"""Stacks of clients: sized by the model's parameter bytes, cut evenly, never changing results."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from helpers import small_config
+
+import fedsim
+from fedsim.models.base import STACK_BYTES, Model
+from fedsim.models.mlp import DenseNetwork
+from fedsim.models.softmax import SoftmaxRegression
+from fedsim.runtime.work import stacks
+
+
+def _sizes(cuts: list[slice]) -> list[int]:
+    return [s.stop - s.start for s in cuts]
+
+
+def test_stacks_cut_each_schedule_run_into_near_equal_parts_within_max_stack():
+    sizes = np.array([5] * 9 + [6] * 3 + [7])
+    epochs = np.ones(len(sizes), dtype=np.int64)
+    cuts = stacks(sizes, epochs, 4)
+    assert _sizes(cuts) == [3, 3, 3, 3, 1]  # 9 at most 4 a stack: 3, 3, 3 (not 4, 4, 1)
+    assert [c.start for c in cuts] == [0, 3, 6, 9, 12]  # contiguous, in the given order
+    for c in cuts:  # one schedule per stack
+        assert len(set(sizes[c].tolist())) == 1
+    assert _sizes(stacks(np.full(10, 600), np.ones(10, dtype=np.int64), 5)) == [5, 5]
+    assert _sizes(stacks(np.full(3, 60), np.array([1, 2, 2]), 64)) == [1, 2]
+    assert stacks(np.array([], dtype=np.int64), np.array([], dtype=np.int64), 8) == []
+
+
+def test_dense_stack_holds_at_most_stack_bytes_of_parameters_and_at_least_one_client():
+    two_nn = DenseNetwork((28, 28), 10, (200, 200))
+    assert two_nn.num_parameters == 199_210
+    assert two_nn.max_stack == STACK_BYTES // (4 * 199_210) == 5
+    # A small model keeps the default stack: its kernels are call-bound, not memory-bound.
+    assert SoftmaxRegression((60,), 10, bias=False).max_stack == Model.max_stack == 64
+    wide = DenseNetwork((1024,), 10, (2048,))
+    assert 4 * wide.num_parameters > STACK_BYTES and wide.max_stack == 1
+
+
+@pytest.mark.parametrize("max_stack", [1, 3])
+def test_run_is_bitwise_the_same_whatever_the_stack_size(monkeypatch, max_stack):
+    cfg = small_config("model.name='mlp'", "model.hidden=[16]", "server.rounds=2")
+    default = fedsim.run(cfg)
+    monkeypatch.setattr(DenseNetwork, "max_stack", max_stack)
+    other = fedsim.run(cfg)
+    assert other.rounds["completed"].sum() > 3  # stacks of several clients were cut
+    np.testing.assert_array_equal(default.model, other.model)
+    np.testing.assert_array_equal(default.rounds["train_loss"], other.rounds["train_loss"])
