@@ -163,6 +163,10 @@ def run_floor(cfg: Config, rounds: int) -> list[float]:
         return softmax_floor(cfg, rounds)[0]
     if cfg.model.name == "mlp":
         return mlp_floor(cfg, rounds)[0]
+    if cfg.model.name == "cnn" and cfg.model.options.backend == "numpy":
+        from fedsim.bench.cnn_floor import cnn_floor
+
+        return cnn_floor(cfg, rounds)[0]
     raise ValueError(f"no floor for dataset {cfg.data.name!r} with model {cfg.model.name!r}")
 
 
