@@ -7,8 +7,6 @@ chunking, no framework. Run through :mod:`fedsim.bench.floors`.
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
@@ -84,15 +82,12 @@ def cnn_step(
 
 
 def cnn_floor(cfg: Config, rounds: int) -> tuple[list[float], list[np.ndarray]]:
-    """McMahan's CNN (``model.channels``, ``hidden``, ``kernel``) trained with FedAvg, plainly.
-
-    Client data come from fedsim's dataset and partition (loading is not timed); with
-    ``training.shuffle`` each epoch visits a client's samples in a fresh random order.
-    """
+    """McMahan's CNN (``model.channels``, ``hidden``, ``kernel``) trained with FedAvg, plainly
+    (:func:`fedsim.bench.floors.plain_fedavg`); He-normal weights, zero biases."""
+    from fedsim.bench.floors import plain_fedavg
     from fedsim.runner import prepare
 
-    exp = prepare(cfg)
-    ds, opts = exp.dataset, cfg.model.options
+    ds, opts = prepare(cfg).dataset, cfg.model.options
     (c1, c2), k = opts.channels, opts.kernel
     h, w = image_size(ds.input_shape)
     shapes = [(k * k, c1), (k * k * c1, c2), ((h // 4) * (w // 4) * c2, opts.hidden)]
@@ -100,30 +95,11 @@ def cnn_floor(cfg: Config, rounds: int) -> tuple[list[float], list[np.ndarray]]:
     rng = np.random.default_rng(cfg.experiment.seed)
     params = []
     for fan_in, fan_out in shapes:
-        params.append(rng.standard_normal((fan_in, fan_out)) * np.sqrt(2 / fan_in))
-        params.append(np.zeros(fan_out))
-    params = [p.astype(np.float32) for p in params]
-    t = cfg.training
-    bs, lr, epochs = int(t.batch_size), np.float32(t.learning_rate), t.local_epochs
-    n, per_round = cfg.population.num_clients, cfg.server.clients_per_round
-    select = np.random.default_rng(1)
-    times = []
-    for _ in range(rounds):
-        start = time.perf_counter()
-        total = [np.zeros_like(p) for p in params]
-        weight = 0
-        for c in select.choice(n, per_round, replace=False):
-            x, y = ds.client_train(int(c))
-            x = x.reshape(len(y), h, w)
-            local = [p.copy() for p in params]
-            for _ in range(epochs):
-                order = rng.permutation(len(y)) if t.shuffle else np.arange(len(y))
-                for s in range(0, len(y), bs):
-                    idx = order[s : s + bs]
-                    cnn_step(local, x[idx], y[idx], lr, k)
-            for acc, p in zip(total, local, strict=True):
-                acc += len(y) * p
-            weight += len(y)
-        params = [acc / weight for acc in total]
-        times.append(time.perf_counter() - start)
-    return times, params
+        std = np.sqrt(2 / fan_in)
+        params.append((rng.standard_normal((fan_in, fan_out)) * std).astype(np.float32))
+        params.append(np.zeros(fan_out, np.float32))
+
+    def step(local: list[np.ndarray], x: np.ndarray, y: np.ndarray, lr: np.float32) -> None:
+        cnn_step(local, x.reshape(len(y), h, w), y, lr, k)
+
+    return plain_fedavg(cfg, ds, params, step, rounds, rng)
