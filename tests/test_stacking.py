@@ -49,3 +49,49 @@ def test_run_is_bitwise_the_same_whatever_the_stack_size(monkeypatch, max_stack)
     assert other.rounds["completed"].sum() > 3  # stacks of several clients were cut
     np.testing.assert_array_equal(default.model, other.model)
     np.testing.assert_array_equal(default.rounds["train_loss"], other.rounds["train_loss"])
+
+
+def _chunk_results():
+    from fedsim.runner import prepare
+    from fedsim.runtime.server import round_context
+    from fedsim.runtime.work import make_chunks, train_chunks, train_spec
+
+    cfg = small_config("model.name='mlp'", "model.hidden=[8]")
+    exp = prepare(cfg)
+    ids = np.arange(0, 60, 2)
+    sizes = exp.dataset.client_sizes()[ids]
+    chunks = make_chunks(ids, sizes, np.ones(len(ids), dtype=np.int64), 6)
+    spec = train_spec(cfg, exp.strategy)
+    w0 = exp.model.init(0)
+    return train_chunks(exp.model, exp.dataset, w0, spec, round_context(cfg, 1), chunks)
+
+
+def _server_sum(results) -> np.ndarray:
+    acc = np.zeros_like(results[0].weighted_sum)  # as the server adds them, in chunk order
+    for r in sorted(results, key=lambda r: r.index):
+        acc += r.weighted_sum
+    return acc
+
+
+def test_folding_the_leading_chunks_gives_the_server_the_same_sum_bits_and_clients():
+    from fedsim.runtime.work import fold_leading
+
+    results = _chunk_results()
+    assert len(results) == 6
+    folded = fold_leading(results[::-1])  # a worker's results in any order
+    assert len(folded) == 1 and folded[0].index == 0
+    np.testing.assert_array_equal(_server_sum(folded), _server_sum(results))
+    assert folded[0].weight == sum(r.weight for r in results)
+    np.testing.assert_array_equal(
+        folded[0].client_ids, np.concatenate([r.client_ids for r in results])
+    )
+    np.testing.assert_array_equal(
+        folded[0].train_loss, np.concatenate([r.train_loss for r in results])
+    )
+    # A worker holding chunks 0, 1, 3 and 4 folds 0 and 1 only: chunk 2 comes between.
+    some = fold_leading([results[i] for i in (4, 0, 3, 1)])
+    assert [r.index for r in some] == [0, 3, 4]
+    rest = [results[2], results[5], *some]  # the other worker's chunks
+    np.testing.assert_array_equal(_server_sum(rest), _server_sum(results))
+    # Without chunk 0 nothing can be folded.
+    assert [r.index for r in fold_leading(results[1:])] == [1, 2, 3, 4, 5]

@@ -17,7 +17,7 @@ from fedsim.memory import keep_freed_memory
 from fedsim.models.base import Model
 from fedsim.models.torch_models import worker_resources
 from fedsim.pipeline.base import Pipeline
-from fedsim.runtime.work import Chunk, ChunkResult, TrainSpec, train_chunks
+from fedsim.runtime.work import Chunk, ChunkResult, TrainSpec, fold_leading, train_chunks
 from fedsim.strategies.base import RoundContext
 
 #: Models up to this size are sent with each worker call instead of through the object store.
@@ -74,10 +74,17 @@ class LocalExecutor(Executor):
         if self._blas is None:
             self._blas = ThreadpoolController()
         with self._blas.limit(limits=1):
-            return train_chunks(
-                self.model, self.dataset, work.w_global, self.spec, work.ctx, work.chunks,
-                work.pipeline,
-            )  # fmt: skip
+            return fold_leading(
+                train_chunks(
+                    self.model,
+                    self.dataset,
+                    work.w_global,
+                    self.spec,
+                    work.ctx,
+                    work.chunks,
+                    work.pipeline,
+                )  # fmt: skip
+            )
 
 
 def assign_chunks(chunks: list[Chunk], num_workers: int) -> list[list[Chunk]]:
@@ -115,7 +122,10 @@ class TrainWorker:
             train_chunks(self.model, self.dataset, w_global, self.spec, ctx, chunks[:1], pipeline)
             # A real process death mid-call, as the OS or a lost node would cause it.
             os._exit(1)
-        return train_chunks(self.model, self.dataset, w_global, self.spec, ctx, chunks, pipeline)
+        # One array back for this worker's leading chunks, not one each (same bits).
+        return fold_leading(
+            train_chunks(self.model, self.dataset, w_global, self.spec, ctx, chunks, pipeline)
+        )
 
     def pid(self) -> int:
         return os.getpid()
