@@ -162,17 +162,21 @@ class Cnn(Model):
                 f"x must have shape {(n_clients, batch, *self.input_shape)}, got {x.shape}"
             )
         loss = np.zeros(n_clients, dtype=np.float64)
-        grad = np.zeros_like(w)
-        part = np.empty((1, self.num_parameters), dtype=dtype)
+        # One chunk per client (the usual minibatch) writes its gradient in place; several add.
+        one_chunk = batch <= GRAD_CHUNK
+        grad = np.empty_like(w) if one_chunk else np.zeros_like(w)
+        part = None if one_chunk else np.empty((1, self.num_parameters), dtype=dtype)
         for k in range(n_clients):
             params = self.unflatten(w[k : k + 1])
             for start in range(0, batch, GRAD_CHUNK):
                 stop = min(start + GRAD_CHUNK, batch)
                 xb = x[k : k + 1, start:stop].astype(dtype, copy=False)
+                out = grad[k : k + 1] if part is None else part
                 loss[k] += self._chunk_loss_and_grad(
-                    params, xb, y[k : k + 1, start:stop], batch, part
+                    params, xb, y[k : k + 1, start:stop], batch, out
                 )
-                grad[k] += part[0]
+                if part is not None:
+                    grad[k] += part[0]
         return loss, grad
 
     def _chunk_loss_and_grad(
