@@ -27,6 +27,12 @@ Task = Literal["classification", "regression"]
 STACK_BYTES = 4 << 20
 
 
+def stack_limit(num_parameters: int, default: int = 64) -> int:
+    """Most clients of ``num_parameters`` float32 parameters in a stack: as many as fit
+    :data:`STACK_BYTES`, at least 1 and at most ``default``."""
+    return max(1, min(default, STACK_BYTES // (4 * num_parameters)))
+
+
 class Model(ABC):
     input_shape: tuple[int, ...]
     num_classes: int
