@@ -21,6 +21,7 @@ import numpy as np
 from fedsim import config as config_mod
 from fedsim.bench.probe import self_peak_rss
 from fedsim.config import Config
+from fedsim.data.base import FederatedDataset
 
 Clients = Callable[[int], tuple[np.ndarray, np.ndarray]]
 
@@ -90,15 +91,10 @@ def softmax_floor(cfg: Config, rounds: int) -> tuple[list[float], np.ndarray]:
 
 
 def mlp_floor(cfg: Config, rounds: int) -> tuple[list[float], list[np.ndarray]]:
-    """A ReLU network (McMahan's 2NN for hidden = [200, 200]) trained with FedAvg, plainly.
-
-    Client data come from fedsim's dataset and partition (loading is not timed); each epoch
-    visits a client's samples in a fresh random order, as fedsim does with ``shuffle = true``.
-    """
+    """A ReLU network (McMahan's 2NN for hidden = [200, 200]) trained with FedAvg, plainly."""
     from fedsim.runner import prepare
 
-    exp = prepare(cfg)
-    ds = exp.dataset
+    ds = prepare(cfg).dataset
     widths = [int(np.prod(ds.input_shape)), *cfg.model.options.hidden, ds.num_classes]
     rng = np.random.default_rng(cfg.experiment.seed)
     params = []
@@ -106,6 +102,31 @@ def mlp_floor(cfg: Config, rounds: int) -> tuple[list[float], list[np.ndarray]]:
         bound = np.sqrt(3.0 * (1.0 if i == len(widths) - 2 else 2.0) / fan_in)
         params.append(rng.uniform(-bound, bound, (fan_in, fan_out)).astype(np.float32))
         params.append(np.zeros(fan_out, np.float32))
+
+    def step(local: list[np.ndarray], x: np.ndarray, y: np.ndarray, lr: np.float32) -> None:
+        _mlp_step(local, x.reshape(len(y), -1), y, lr)
+
+    return plain_fedavg(cfg, ds, params, step, rounds, rng)
+
+
+Step = Callable[[list[np.ndarray], np.ndarray, np.ndarray, np.float32], None]
+
+
+def plain_fedavg(
+    cfg: Config,
+    ds: FederatedDataset,
+    params: list[np.ndarray],
+    step: Step,
+    rounds: int,
+    rng: np.random.Generator,
+) -> tuple[list[float], list[np.ndarray]]:
+    """FedAvg with minibatch SGD: per-round seconds and the final parameters.
+
+    ``step(params, x, y, lr)`` is one SGD step in place. Client data come from fedsim's
+    dataset and partition (loading is not timed); with ``training.shuffle`` each epoch visits
+    a client's samples in a fresh order drawn from ``rng``, as fedsim does; cohorts come from
+    ``default_rng(1)``.
+    """
     t = cfg.training
     bs, lr, epochs = int(t.batch_size), np.float32(t.learning_rate), t.local_epochs
     n, k = cfg.population.num_clients, cfg.server.clients_per_round
@@ -117,13 +138,12 @@ def mlp_floor(cfg: Config, rounds: int) -> tuple[list[float], list[np.ndarray]]:
         weight = 0
         for c in select.choice(n, k, replace=False):
             x, y = ds.client_train(int(c))
-            x = x.reshape(len(y), -1)
             local = [p.copy() for p in params]
             for _ in range(epochs):
-                order = rng.permutation(len(y))
+                order = rng.permutation(len(y)) if t.shuffle else np.arange(len(y))
                 for s in range(0, len(y), bs):
                     idx = order[s : s + bs]
-                    _mlp_step(local, x[idx], y[idx], lr)
+                    step(local, x[idx], y[idx], lr)
             for acc, p in zip(total, local, strict=True):
                 acc += len(y) * p
             weight += len(y)
@@ -163,6 +183,10 @@ def run_floor(cfg: Config, rounds: int) -> list[float]:
         return softmax_floor(cfg, rounds)[0]
     if cfg.model.name == "mlp":
         return mlp_floor(cfg, rounds)[0]
+    if cfg.model.name == "cnn" and cfg.model.options.backend == "numpy":
+        from fedsim.bench.cnn_floor import cnn_floor
+
+        return cnn_floor(cfg, rounds)[0]
     raise ValueError(f"no floor for dataset {cfg.data.name!r} with model {cfg.model.name!r}")
 
 

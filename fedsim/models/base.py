@@ -19,6 +19,19 @@ from fedsim.models import scoring
 #: (float targets, mean squared error).
 Task = Literal["classification", "regression"]
 
+#: Parameter bytes a stack of clients should hold at most. A step reads and writes every
+#: stacked client's parameters and gradient; past a few MiB they no longer stay in the CPU's
+#: caches between a step's layers, and a larger stack trains slower per sample, not faster
+#: (McMahan's 2NN, 0.8 MB per client, one BLAS thread: 34, 24 and 36 us per sample in stacks
+#: of 1, 4 and 20 clients; see benchmarks/stacking.py).
+STACK_BYTES = 4 << 20
+
+
+def stack_limit(num_parameters: int, default: int = 64) -> int:
+    """Most clients of ``num_parameters`` float32 parameters in a stack: as many as fit
+    :data:`STACK_BYTES`, at least 1 and at most ``default``."""
+    return max(1, min(default, STACK_BYTES // (4 * num_parameters)))
+
 
 class Model(ABC):
     input_shape: tuple[int, ...]

@@ -24,7 +24,7 @@ from typing import Literal
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from fedsim.models.base import Model
+from fedsim.models.base import Model, stack_limit
 from fedsim.models.scoring import log_softmax
 from fedsim.options import ConfigError, check, each, positive
 from fedsim.registry import MODELS
@@ -130,6 +130,13 @@ class Cnn(Model):
             self.height * self.width * k * k, (self.height // 2) * (self.width // 2) * k * k * c1
         )
 
+    @property
+    def max_stack(self) -> int:  # type: ignore[override]
+        """Clients are computed one at a time inside a step, so a stack only adds memory: as
+        many as fit :data:`~fedsim.models.base.STACK_BYTES` (1 for the default sizes, 6.7 MB a
+        client), so that each client's parameters stay in cache for all its steps."""
+        return stack_limit(self.num_parameters, Model.max_stack)
+
     def init(self, seed: int) -> np.ndarray:
         """He-normal weights (std sqrt(2 / fan_in)) and zero biases, float32 of shape (P,)."""
         rng = np.random.default_rng(seed)
@@ -162,17 +169,21 @@ class Cnn(Model):
                 f"x must have shape {(n_clients, batch, *self.input_shape)}, got {x.shape}"
             )
         loss = np.zeros(n_clients, dtype=np.float64)
-        grad = np.zeros_like(w)
-        part = np.empty((1, self.num_parameters), dtype=dtype)
+        # One chunk per client (the usual minibatch) writes its gradient in place; several add.
+        one_chunk = batch <= GRAD_CHUNK
+        grad = np.empty_like(w) if one_chunk else np.zeros_like(w)
+        part = None if one_chunk else np.empty((1, self.num_parameters), dtype=dtype)
         for k in range(n_clients):
             params = self.unflatten(w[k : k + 1])
             for start in range(0, batch, GRAD_CHUNK):
                 stop = min(start + GRAD_CHUNK, batch)
                 xb = x[k : k + 1, start:stop].astype(dtype, copy=False)
+                out = grad[k : k + 1] if part is None else part
                 loss[k] += self._chunk_loss_and_grad(
-                    params, xb, y[k : k + 1, start:stop], batch, part
+                    params, xb, y[k : k + 1, start:stop], batch, out
                 )
-                grad[k] += part[0]
+                if part is not None:
+                    grad[k] += part[0]
         return loss, grad
 
     def _chunk_loss_and_grad(

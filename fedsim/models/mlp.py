@@ -15,7 +15,7 @@ from typing import Literal
 
 import numpy as np
 
-from fedsim.models.base import Model, Task
+from fedsim.models.base import Model, Task, stack_limit
 from fedsim.options import ConfigError, check, each, positive
 from fedsim.registry import MODELS
 
@@ -125,6 +125,11 @@ class DenseNetwork(Model):
             self._layers.append((offset, bias_start, bias_end, fan_in, fan_out))
             offset = bias_end
         self.num_parameters = offset
+
+    @property
+    def max_stack(self) -> int:  # type: ignore[override]
+        """As many clients as fit :data:`~fedsim.models.base.STACK_BYTES` (at least 1)."""
+        return stack_limit(self.num_parameters, Model.max_stack)
 
     def init(self, seed: int) -> np.ndarray:
         """Fan-in scaled uniform weights (He for layers feeding a ReLU, LeCun for the logits)."""

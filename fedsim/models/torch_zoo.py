@@ -12,12 +12,13 @@ models' initial vectors. ``lstm`` is the character model of McMahan et al. (2017
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 import torch.nn.functional as F  # noqa: N812  (the usual alias)
 from torch import nn
 
-from fedsim.models.cnn import image_size
+from fedsim.models.cnn import Cnn
 
 
 class Dense(nn.Module):
@@ -72,21 +73,17 @@ class Conv(nn.Module):
 class McMahanCnn(nn.Module):
     """conv-pool-ReLU, conv-pool-ReLU, dense-ReLU, dense (the numpy ``cnn``, layer for layer)."""
 
-    def __init__(
-        self,
-        input_shape: tuple[int, ...],
-        num_classes: int,
-        channels: tuple[int, int] = (32, 64),
-        hidden: int = 512,
-        kernel: int = 5,
-    ) -> None:
+    def __init__(self, input_shape: tuple[int, ...], num_classes: int, **sizes: Any) -> None:
+        """``sizes``: ``channels``, ``hidden`` and ``kernel`` of the numpy :class:`Cnn`, which
+        checks them and gives their defaults."""
         super().__init__()
-        self.height, self.width = image_size(input_shape)
-        c1, c2 = channels
-        self.conv1 = Conv(1, c1, kernel)
-        self.conv2 = Conv(c1, c2, kernel)
-        self.fc = Dense((self.height // 4) * (self.width // 4) * c2, hidden)
-        self.out = Dense(hidden, num_classes)
+        layout = Cnn(input_shape, num_classes, **sizes)
+        self.height, self.width = layout.height, layout.width
+        (c1, c2), k = layout.channels, layout.kernel
+        self.conv1 = Conv(1, c1, k)
+        self.conv2 = Conv(c1, c2, k)
+        self.fc = Dense((self.height // 4) * (self.width // 4) * c2, layout.hidden)
+        self.out = Dense(layout.hidden, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         a = x.reshape(x.shape[0], 1, self.height, self.width)

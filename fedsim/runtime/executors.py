@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -16,11 +17,21 @@ from fedsim.memory import keep_freed_memory
 from fedsim.models.base import Model
 from fedsim.models.torch_models import worker_resources
 from fedsim.pipeline.base import Pipeline
-from fedsim.runtime.work import Chunk, ChunkResult, TrainSpec, train_chunks
+from fedsim.runtime.work import Chunk, ChunkResult, TrainSpec, fold_leading, train_chunks
 from fedsim.strategies.base import RoundContext
 
 #: Models up to this size are sent with each worker call instead of through the object store.
 INLINE_MODEL_BYTES = 64 * 1024
+
+
+@dataclass(frozen=True)
+class RoundWork:
+    """What a round asks of the executor: train these chunks from this global model."""
+
+    ctx: RoundContext
+    w_global: np.ndarray
+    chunks: list[Chunk]
+    pipeline: Pipeline | None = None
 
 
 class Executor(ABC):
@@ -28,7 +39,6 @@ class Executor(ABC):
 
     num_workers: int
 
-    @abstractmethod
     async def train(
         self,
         ctx: RoundContext,
@@ -37,6 +47,14 @@ class Executor(ABC):
         pipeline: Pipeline | None = None,
     ) -> list[ChunkResult]:
         """Train every chunk from ``w_global``; results ordered by chunk index."""
+        if not chunks:
+            return []
+        results = await self.run(RoundWork(ctx, w_global, chunks, pipeline))
+        return sorted(results, key=lambda r: r.index)
+
+    @abstractmethod
+    async def run(self, work: RoundWork) -> list[ChunkResult]:
+        """The results of ``work``'s chunks (at least one), in any order."""
 
     def shutdown(self) -> None:  # noqa: B027  (optional hook)
         """Release workers."""
@@ -51,19 +69,21 @@ class LocalExecutor(Executor):
         self.model, self.dataset, self.spec = model, dataset, spec
         self._blas: ThreadpoolController | None = None
 
-    async def train(
-        self,
-        ctx: RoundContext,
-        w_global: np.ndarray,
-        chunks: list[Chunk],
-        pipeline: Pipeline | None = None,
-    ) -> list[ChunkResult]:
+    async def run(self, work: RoundWork) -> list[ChunkResult]:
         # Finding the BLAS libraries reads the process's memory map (about 15 ms): once.
         if self._blas is None:
             self._blas = ThreadpoolController()
         with self._blas.limit(limits=1):
-            return train_chunks(
-                self.model, self.dataset, w_global, self.spec, ctx, chunks, pipeline
+            return fold_leading(
+                train_chunks(
+                    self.model,
+                    self.dataset,
+                    work.w_global,
+                    self.spec,
+                    work.ctx,
+                    work.chunks,
+                    work.pipeline,
+                )  # fmt: skip
             )
 
 
@@ -102,7 +122,10 @@ class TrainWorker:
             train_chunks(self.model, self.dataset, w_global, self.spec, ctx, chunks[:1], pipeline)
             # A real process death mid-call, as the OS or a lost node would cause it.
             os._exit(1)
-        return train_chunks(self.model, self.dataset, w_global, self.spec, ctx, chunks, pipeline)
+        # One array back for this worker's leading chunks, not one each (same bits).
+        return fold_leading(
+            train_chunks(self.model, self.dataset, w_global, self.spec, ctx, chunks, pipeline)
+        )
 
     def pid(self) -> int:
         return os.getpid()
@@ -146,32 +169,24 @@ class RayExecutor(Executor):
         self._kills = 0
         self.workers = [self._actor.remote(*self._args) for _ in range(num_workers)]
 
-    async def train(
-        self,
-        ctx: RoundContext,
-        w_global: np.ndarray,
-        chunks: list[Chunk],
-        pipeline: Pipeline | None = None,
-    ) -> list[ChunkResult]:
+    async def run(self, work: RoundWork) -> list[ChunkResult]:
         import ray
 
-        if not chunks:
-            return []
+        ctx, w_global = work.ctx, work.w_global
         # A small model travels inside the call itself; a put costs more than a copy of it
         # (about 2 ms per round, measured), while a large one is put once for all workers.
         w_ref = w_global if w_global.nbytes <= INLINE_MODEL_BYTES else ray.put(w_global)
         broadcast = sum(v.nbytes for v in ctx.broadcast.values())
         ctx_ref = ctx if broadcast <= INLINE_MODEL_BYTES else ray.put(ctx)
         # The round's stages (secure aggregation's keys and graph) are put once, by reference.
-        p_ref = ray.put(pipeline) if pipeline else None
-        plan = assign_chunks(chunks, self.num_workers)
+        p_ref = ray.put(work.pipeline) if work.pipeline else None
+        plan = assign_chunks(work.chunks, self.num_workers)
         deaths = [0]  # this round's, shared by the per-worker calls
         calls = [
             self._train_on(i, ctx.round, ctx_ref, w_ref, part, deaths, p_ref)
             for i, part in enumerate(plan)
         ]
-        results = [r for part in await asyncio.gather(*calls) for r in part]
-        return sorted(results, key=lambda r: r.index)
+        return [r for part in await asyncio.gather(*calls) for r in part]
 
     async def _train_on(
         self,

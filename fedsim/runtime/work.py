@@ -174,21 +174,11 @@ def train_chunks(
     sums = [_Sums(spec, model.num_parameters, pipeline.accumulator_dtype) for _ in chunks]
     losses = np.empty(len(ids), dtype=np.float64)
     rejected = np.zeros(len(ids), dtype=bool)
-    start, max_stack = 0, model.max_stack
-    while start < len(order):
-        n, e = int(sizes[order[start]]), int(epochs[order[start]])
-        stop = start + 1
-        while (
-            stop < len(order)
-            and stop - start < max_stack
-            and sizes[order[stop]] == n
-            and epochs[order[stop]] == e
-        ):
-            stop += 1
-        members = order[start:stop]
+    for members in stacks(sizes[order], epochs[order], model.max_stack):
+        members = order[members]
+        n, e = int(sizes[members[0]]), int(epochs[members[0]])
         _train_stack(model, dataset, w_global, spec, ctx, pipeline, n, e, members, ids, agg_w,
                      state, owner, sums, losses, rejected)  # fmt: skip
-        start = stop
     bounds = np.cumsum([0, *lengths])
     out = []
     for i, (c, a, b) in enumerate(zip(chunks, bounds[:-1], bounds[1:], strict=True)):
@@ -210,6 +200,58 @@ def train_chunks(
                 stats=s.stats,
             )
         )
+    return out
+
+
+def fold_leading(results: list[ChunkResult]) -> list[ChunkResult]:
+    """The results of chunks 0, 1, ..., j (when all present) folded into one, the rest as is.
+
+    The server adds the chunks' float64 sums left to right from zero in chunk order, so the
+    leading chunks' sum, added the same way, gives it the same bits in one array: a worker
+    holding the first chunks (all of them, with one worker) returns one model-sized array
+    instead of one per chunk. Per-client updates and masked (uint64) sums are left alone.
+    """
+    results = sorted(results, key=lambda r: r.index)
+    j = 0
+    while j < len(results) and results[j].index == j:
+        j += 1
+    head = results[:j]
+    if j < 2 or any(r.weighted_sum is None or r.weighted_sum.dtype != np.float64 for r in head):
+        return results
+    acc = np.zeros_like(head[0].weighted_sum)
+    for r in head:
+        acc += r.weighted_sum
+    stats: dict[str, int] = {}
+    for r in head:
+        for name, count in r.stats.items():
+            stats[name] = stats.get(name, 0) + count
+    merged = ChunkResult(
+        0,
+        np.concatenate([r.client_ids for r in head]),
+        np.concatenate([r.train_loss for r in head]),
+        np.concatenate([r.rejected for r in head]),
+        sum(r.weight for r in head),
+        weighted_sum=acc,
+        payload_sums={p: sum(r.payload_sums[p] for r in head) for p in head[0].payload_sums},
+        state={name: np.concatenate([r.state[name] for r in head]) for name in head[0].state},
+        stats=stats,
+    )
+    return [merged, *results[j:]]
+
+
+def stacks(sizes: np.ndarray, epochs: np.ndarray, max_stack: int) -> list[slice]:
+    """Consecutive runs of equal (size, epochs), each cut into near-equal stacks of at most
+    ``max_stack`` clients (9 clients, at most 4 a stack: 3, 3, 3 rather than 4, 4, 1); slices
+    of the given schedule-sorted order."""
+    if len(sizes) == 0:
+        return []
+    change = np.flatnonzero((sizes[1:] != sizes[:-1]) | (epochs[1:] != epochs[:-1])) + 1
+    bounds = [0, *change.tolist(), len(sizes)]
+    out = []
+    for a, b in zip(bounds[:-1], bounds[1:], strict=True):
+        parts = -(-(b - a) // max(1, max_stack))
+        cuts = [a + (b - a) * i // parts for i in range(parts + 1)]
+        out.extend(slice(lo, hi) for lo, hi in zip(cuts[:-1], cuts[1:], strict=True))
     return out
 
 

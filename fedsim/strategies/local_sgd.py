@@ -62,8 +62,10 @@ def local_sgd(
             if velocity is not None:
                 velocity *= beta
                 velocity += grad
-                grad = velocity
-            w -= lr * grad
+                w -= lr * velocity
+            else:
+                grad *= lr  # the same float32 product as lr * grad, without a temporary
+                w -= grad
     return w, loss_sum / (epochs * n)
 
 
