@@ -30,6 +30,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Run the ``fedsim`` command on ``argv`` (default: ``sys.argv[1:]``); return the exit code."""
     args = build_parser().parse_args(argv)
+    # This process is the command's own: let its allocator keep freed memory for reuse, as Ray
+    # workers do (an in-process run allocates and frees the same large arrays every round).
+    from fedsim.memory import keep_freed_memory
+
+    keep_freed_memory()
     try:
         return int(args.func(args) or 0)
     except ConfigError as err:
