@@ -10,8 +10,9 @@ from __future__ import annotations
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
+from fedsim.bench.plain_loop import plain_fedavg
 from fedsim.config import Config
-from fedsim.models.cnn import image_size
+from fedsim.models.images import image_size
 
 
 def _im2col(a: np.ndarray, k: int) -> np.ndarray:
@@ -83,8 +84,7 @@ def cnn_step(
 
 def cnn_floor(cfg: Config, rounds: int) -> tuple[list[float], list[np.ndarray]]:
     """McMahan's CNN (``model.channels``, ``hidden``, ``kernel``) trained with FedAvg, plainly
-    (:func:`fedsim.bench.floors.plain_fedavg`); He-normal weights, zero biases."""
-    from fedsim.bench.floors import plain_fedavg
+    (:func:`fedsim.bench.plain_loop.plain_fedavg`); He-normal weights, zero biases."""
     from fedsim.runner import prepare
 
     ds, opts = prepare(cfg).dataset, cfg.model.options

@@ -19,9 +19,9 @@ from collections.abc import Callable
 import numpy as np
 
 from fedsim import config as config_mod
+from fedsim.bench.plain_loop import plain_fedavg
 from fedsim.bench.probe import self_peak_rss
 from fedsim.config import Config
-from fedsim.data.base import FederatedDataset
 
 Clients = Callable[[int], tuple[np.ndarray, np.ndarray]]
 
@@ -107,49 +107,6 @@ def mlp_floor(cfg: Config, rounds: int) -> tuple[list[float], list[np.ndarray]]:
         _mlp_step(local, x.reshape(len(y), -1), y, lr)
 
     return plain_fedavg(cfg, ds, params, step, rounds, rng)
-
-
-Step = Callable[[list[np.ndarray], np.ndarray, np.ndarray, np.float32], None]
-
-
-def plain_fedavg(
-    cfg: Config,
-    ds: FederatedDataset,
-    params: list[np.ndarray],
-    step: Step,
-    rounds: int,
-    rng: np.random.Generator,
-) -> tuple[list[float], list[np.ndarray]]:
-    """FedAvg with minibatch SGD: per-round seconds and the final parameters.
-
-    ``step(params, x, y, lr)`` is one SGD step in place. Client data come from fedsim's
-    dataset and partition (loading is not timed); with ``training.shuffle`` each epoch visits
-    a client's samples in a fresh order drawn from ``rng``, as fedsim does; cohorts come from
-    ``default_rng(1)``.
-    """
-    t = cfg.training
-    bs, lr, epochs = int(t.batch_size), np.float32(t.learning_rate), t.local_epochs
-    n, k = cfg.population.num_clients, cfg.server.clients_per_round
-    select = np.random.default_rng(1)
-    times = []
-    for _ in range(rounds):
-        start = time.perf_counter()
-        total = [np.zeros_like(p) for p in params]
-        weight = 0
-        for c in select.choice(n, k, replace=False):
-            x, y = ds.client_train(int(c))
-            local = [p.copy() for p in params]
-            for _ in range(epochs):
-                order = rng.permutation(len(y)) if t.shuffle else np.arange(len(y))
-                for s in range(0, len(y), bs):
-                    idx = order[s : s + bs]
-                    step(local, x[idx], y[idx], lr)
-            for acc, p in zip(total, local, strict=True):
-                acc += len(y) * p
-            weight += len(y)
-        params = [acc / weight for acc in total]
-        times.append(time.perf_counter() - start)
-    return times, params
 
 
 def _mlp_step(params: list[np.ndarray], x: np.ndarray, y: np.ndarray, lr: np.float32) -> None:

@@ -12,13 +12,12 @@ models' initial vectors. ``lstm`` is the character model of McMahan et al. (2017
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import torch
 import torch.nn.functional as F  # noqa: N812  (the usual alias)
 from torch import nn
 
-from fedsim.models.cnn import Cnn
+from fedsim.models.images import image_size
 
 
 class Dense(nn.Module):
@@ -73,17 +72,24 @@ class Conv(nn.Module):
 class McMahanCnn(nn.Module):
     """conv-pool-ReLU, conv-pool-ReLU, dense-ReLU, dense (the numpy ``cnn``, layer for layer)."""
 
-    def __init__(self, input_shape: tuple[int, ...], num_classes: int, **sizes: Any) -> None:
-        """``sizes``: ``channels``, ``hidden`` and ``kernel`` of the numpy :class:`Cnn`, which
-        checks them and gives their defaults."""
+    def __init__(
+        self,
+        input_shape: tuple[int, ...],
+        num_classes: int,
+        *,
+        channels: tuple[int, int],
+        hidden: int,
+        kernel: int,
+    ) -> None:
+        """The sizes are the numpy :class:`fedsim.models.cnn.Cnn`'s, checked and defaulted by it
+        (``cnn.make_cnn`` passes them)."""
         super().__init__()
-        layout = Cnn(input_shape, num_classes, **sizes)
-        self.height, self.width = layout.height, layout.width
-        (c1, c2), k = layout.channels, layout.kernel
+        self.height, self.width = image_size(input_shape)
+        (c1, c2), k = channels, kernel
         self.conv1 = Conv(1, c1, k)
         self.conv2 = Conv(c1, c2, k)
-        self.fc = Dense((self.height // 4) * (self.width // 4) * c2, layout.hidden)
-        self.out = Dense(layout.hidden, num_classes)
+        self.fc = Dense((self.height // 4) * (self.width // 4) * c2, hidden)
+        self.out = Dense(hidden, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         a = x.reshape(x.shape[0], 1, self.height, self.width)
