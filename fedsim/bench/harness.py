@@ -11,7 +11,6 @@ from __future__ import annotations
 import csv
 import json
 import os
-import platform
 import re
 import statistics
 import sys
@@ -300,30 +299,13 @@ def markdown(rows: list[dict[str, Any]]) -> str:
 
 
 def machine() -> dict[str, Any]:
-    """What the numbers came from."""
-    info: dict[str, Any] = {
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "cpus": os.cpu_count(),
-    }
-    try:
-        cpuinfo = Path("/proc/cpuinfo").read_text()
-        info["cpu"] = next(
-            line.split(":", 1)[1].strip()
-            for line in cpuinfo.splitlines()
-            if line.startswith("model name")
-        )
-    except (OSError, StopIteration):
-        pass
+    """What the numbers came from: the code, libraries, machine and command
+    (:func:`fedsim.provenance.provenance`) and the load average when the bench started."""
+    from fedsim.provenance import provenance
+
+    info = provenance()
     if hasattr(os, "getloadavg"):
         info["load_average_at_start"] = [round(v, 2) for v in os.getloadavg()]
-    from importlib.metadata import PackageNotFoundError, version
-
-    for package in ("numpy", "ray"):
-        try:
-            info[package] = version(package)
-        except PackageNotFoundError:
-            info[package] = None
     return info
 
 
