@@ -110,6 +110,9 @@ def plot(df: pd.DataFrame, folders: list[Path], out: Path) -> None:
             ax.annotate(f"z={r.noise_multiplier:g}", (r.epsilon, r.final_accuracy), fontsize=7)
     plain = df[~df["dp"] & ~df["secagg"]]["final_accuracy"].iloc[0]
     ax.axhline(plain, color="grey", linestyle=":", label="FedAvg (no DP)")
+    # z = 0 clips but adds no noise: epsilon is infinite, so it is a level, not a point.
+    clip_only = df[df["dp"] & (df["noise_multiplier"] == 0) & ~df["secagg"]]["final_accuracy"]
+    ax.axhline(clip_only.iloc[0], color="tab:red", linestyle="--", label="z=0: clipping only")
     ax.set_xscale("log")
     ax.set_xlabel("epsilon (delta = 1e-4)")
     ax.set_ylabel("final test accuracy")
