@@ -6,12 +6,12 @@ import json
 
 import pandas as pd
 import pytest
+from helpers import small_config
 
 import fedsim
 from fedsim.analysis.reproduce import PROVENANCE_FILE, record, reproduce
 from fedsim.cli import main
 from fedsim.options import ConfigError
-from tests.helpers import small_config
 
 
 @pytest.fixture(scope="module")
