@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pandas as pd
 import pytest
 from helpers import small_config
@@ -11,6 +12,7 @@ from helpers import small_config
 import fedsim
 from fedsim.analysis.reproduce import PROVENANCE_FILE, record, reproduce
 from fedsim.cli import main
+from fedsim.errors import DivergedError
 from fedsim.options import ConfigError
 
 
@@ -112,3 +114,15 @@ def test_config_that_no_longer_validates_is_reported_not_raised(finished, tmp_pa
     result = reproduce(run)
     assert not result.identical and result.error.startswith("privacy.delta")
     assert "does not run now: privacy.delta" in result.describe()
+
+
+def test_run_that_diverged_is_reproduced_up_to_the_round_it_diverged(tmp_path):
+    cfg = small_config("model.name='mlp'", "training.learning_rate=10.0", "server.rounds=6")
+    with np.errstate(all="ignore"), pytest.raises(DivergedError):
+        fedsim.run(cfg, out_dir=tmp_path / "run")
+    rounds = len(pd.read_csv(tmp_path / "run" / "rounds.csv"))
+    assert 0 < rounds < 6
+    with np.errstate(all="ignore"):
+        result = reproduce(tmp_path / "run")
+    assert result.identical, result.describe()
+    assert result.files[0].rows == rounds
