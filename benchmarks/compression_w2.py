@@ -14,14 +14,13 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-from pathlib import Path
 
 import pandas as pd
 
+from fedsim.bench.harness import find_config
 from fedsim.bench.target import run_target
 
-ROOT = Path(__file__).resolve().parents[1]
-W2 = ROOT / "fedsim" / "bench" / "workloads" / "w2.toml"
+W2 = find_config("w2")
 
 
 def measure(encodings: list[str], workers: list[str], rounds: int, repeat: int) -> pd.DataFrame:

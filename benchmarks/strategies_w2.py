@@ -18,9 +18,10 @@ from pathlib import Path
 import pandas as pd
 
 import fedsim
+from fedsim.bench.harness import find_config
 
 REPO = Path(__file__).resolve().parents[1]
-W2 = REPO / "fedsim" / "bench" / "workloads" / "w2.toml"
+W2 = find_config("w2")
 STRATEGIES = ("fedavg", "fedavgm", "fedadam", "scaffold", "fednova")
 
 

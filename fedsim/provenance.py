@@ -51,7 +51,7 @@ def portable_command(argv: list[str]) -> list[str]:
     if not argv:
         return []
     program = Path(argv[0]).name
-    if program in ("cli.py", "__main__.py"):
+    if program == "__main__.py":
         program = "fedsim"
     cwd = Path.cwd()
     out = [program]

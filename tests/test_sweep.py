@@ -23,6 +23,7 @@ from fedsim.analysis.sweep import (
     sweep,
 )
 from fedsim.cli import main
+from fedsim.metrics import WALL_TIME_COLUMNS
 from fedsim.options import ConfigError
 
 TINY = """
@@ -465,6 +466,6 @@ def test_jobs_give_the_same_runs_as_one_at_a_time(tiny: Path, tmp_path: Path) ->
     two = sweep(tiny, points=points, out_dir=tmp_path / "two", tables=False, jobs=2, log=None)
     for a, b in zip(one.runs, two.runs, strict=True):
         pd.testing.assert_frame_equal(
-            a.rounds.drop(columns=[c for c in a.rounds if "wall" in c or c.endswith("_s")]),
-            b.rounds.drop(columns=[c for c in b.rounds if "wall" in c or c.endswith("_s")]),
+            a.rounds.drop(columns=[c for c in a.rounds if c in WALL_TIME_COLUMNS]),
+            b.rounds.drop(columns=[c for c in b.rounds if c in WALL_TIME_COLUMNS]),
         )

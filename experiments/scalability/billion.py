@@ -177,7 +177,6 @@ def main() -> None:
     summary = summarise(runs)
     summary.to_csv(a.out / "summary.csv", index=False, float_format="%.4g")
     machine = {
-        "command": " ".join(sys.argv),
         "load_average_before": load_before,
         "load_average_after": os.getloadavg(),
         **provenance(sys.argv),

@@ -163,7 +163,7 @@ def sweep(
     if build:
         build_runs([r for r, state in zip(runs, states, strict=True) if state != _FINISHED])
     say = log or (lambda _: None)
-    finals = _run_all(config, runs, states, out, overrides, progress, models, jobs, say)
+    finals = _run_all(runs, states, out, overrides, progress, models, jobs, say)
     outcomes = [_outcome(r, out / r.name, finals.get(r.index)) for r in runs]
     ran, total = len(finals), len(runs)
     if not tables:
@@ -188,7 +188,6 @@ def sweep(
 
 
 def _run_all(
-    config: Config | str | Path,
     runs: Sequence[SweepRun],
     states: Sequence[str],
     out: Path,
@@ -209,14 +208,14 @@ def _run_all(
             # Left by a run killed before it wrote its config: nothing in it can be reused.
             shutil.rmtree(out / r.name)
         resume = state == _RESUMABLE
-        todo.append((config, r, tuple(overrides), out / r.name, resume, progress, models))
+        todo.append((r, tuple(overrides), out / r.name, resume, progress, models))
     finals: dict[int, Any] = {}
     pool = ProcessPoolExecutor(max_workers=jobs) if jobs > 1 and len(todo) > 1 else None
     try:
         done = pool.map(_run_one, todo) if pool else map(_run_one, todo)
         for job, (line, model) in zip(todo, done, strict=True):
-            say(f"run {job[1].index}/{len(runs)}: {job[1].name}: {line}")
-            finals[job[1].index] = model
+            say(f"run {job[0].index}/{len(runs)}: {job[0].name}: {line}")
+            finals[job[0].index] = model
     finally:
         if pool:
             pool.shutdown()
@@ -231,7 +230,7 @@ def _run_one(job: tuple[Any, ...]) -> tuple[str, Any]:
     from fedsim.errors import DivergedError
     from fedsim.runner import run
 
-    config, r, overrides, folder, resume, progress, keep = job
+    r, overrides, folder, resume, progress, keep = job
     show = progress and r.config.runtime.progress
     t0 = time.perf_counter()
     try:

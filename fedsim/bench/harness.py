@@ -311,16 +311,16 @@ def machine() -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class Plan:
-    """What ``fedsim bench`` runs of each workload."""
+    """What ``fedsim bench`` runs of each workload (its options' defaults are the command's)."""
 
-    workers: tuple[str, ...] = ("1", "2")  # fedsim worker counts; "local" = in-process
-    rounds: int = 0  # 0: max(the config's, 10)
-    repeat: int = 3
-    floor_threads: int = 1  # BLAS threads of the floor; 0 = the library's default
-    reference_dir: Path | None = None  # raw_floor.py / flower_softmax.py
-    flower_python: str | None = None  # a Python with flwr[simulation]; None: no Flower
-    flower_rounds: int = 0  # 0: the config's
-    flower_repeat: int = 1
+    workers: tuple[str, ...]  # fedsim worker counts; "local" = in-process
+    rounds: int  # 0: max(the config's, 10)
+    repeat: int
+    floor_threads: int  # BLAS threads of the floor; 0 = the library's default
+    reference_dir: Path | None  # raw_floor.py / flower_softmax.py
+    flower_python: str | None  # a Python with flwr[simulation]; None: no Flower
+    flower_rounds: int  # 0: the config's
+    flower_repeat: int
 
 
 def run_workloads(

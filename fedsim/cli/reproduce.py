@@ -33,13 +33,15 @@ def run_reproduce(args: argparse.Namespace) -> int:
     from fedsim.analysis.reproduce import check_finished, record, reproduce
 
     folders = [check_finished(folder) for folder in args.runs]  # all before the first re-run
-    results = [reproduce(folder, overrides=args.set) for folder in folders]
-    for result in results:
+    differ = 0
+    for folder in folders:
+        # Each verdict (and record) as soon as its run is done: nothing is lost to a stop.
+        result = reproduce(folder, overrides=args.set)
         print(result.describe(), flush=True)
+        differ += not result.identical
         if args.record and result.identical:
             written = record(result)
-            print(f"  {written if written else 'provenance.json kept as it was'}")
-    differ = sum(not r.identical for r in results)
+            print(f"  {written if written else 'provenance.json kept as it was'}", flush=True)
     if differ:
-        print(f"{differ} of {len(results)} runs differ", file=sys.stderr)
+        print(f"{differ} of {len(folders)} runs differ", file=sys.stderr)
     return 1 if differ else 0

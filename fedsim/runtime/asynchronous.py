@@ -42,7 +42,7 @@ from fedsim.errors import RunError
 from fedsim.options import ConfigError
 from fedsim.pipeline.base import Pipeline
 from fedsim.rng import Purpose, uniform
-from fedsim.runtime.round_records import PhaseTimer, RoundResult
+from fedsim.runtime.round_records import PhaseTimer, RoundResult, tier_names
 from fedsim.runtime.synchronous import Server
 from fedsim.runtime.work import make_chunks
 from fedsim.strategies.base import Aggregate, Strategy
@@ -318,7 +318,7 @@ class AsyncServer(Server):
         return {
             "round": np.full(len(ended), r, dtype=np.int64),
             "client_id": ids,
-            "tier": self.tier_names(ids),
+            "tier": tier_names(self.population, ids),
             "outcome": np.array(outcome, dtype=object),
             "num_samples": np.array([f.num_samples for f in ended], dtype=np.int64),
             "epochs_done": np.array([epochs if f.seq in used else 0 for f in ended]),

@@ -35,7 +35,6 @@ from fedsim.runtime.round_records import (
     client_records,
     round_costs,
     round_record,
-    tier_names,
 )
 from fedsim.runtime.server_evaluation import ServerEvaluation
 from fedsim.runtime.server_state import ServerState
@@ -320,10 +319,6 @@ class Server(ServerState, ServerEvaluation):
 
     def _pipeline(self, rnd: RoundData) -> Pipeline:
         return Pipeline(self.stages + privacy_pipeline(rnd.step).stages)
-
-    def tier_names(self, ids: np.ndarray) -> np.ndarray:
-        """Each client's device tier name (clients.csv's ``tier``)."""
-        return tier_names(self.population, ids)
 
     def get_model(self) -> np.ndarray:
         return self.w
