@@ -240,9 +240,7 @@ def _plan_fraction_stragglers(
     ends.append(drop_time[dropped])
     all_ends = np.concatenate(ends)
     duration = float(all_ends.max()) if len(all_ends) else 0.0
-    # Compute as planned: all epochs, whatever part of them a straggler's work keeps.
-    plan_s = local_epochs * epoch_s
-    return _plan(ids, n, tl, outcome, epochs_done, duration, (model_bytes, update_bytes), plan_s)
+    return _plan(ids, n, tl, outcome, epochs_done, duration, (model_bytes, update_bytes))
 
 
 def _straggling_draws(order: np.ndarray, draws: np.ndarray, fraction: float) -> np.ndarray:
@@ -268,22 +266,20 @@ def _plan(
     epochs_done: np.ndarray,
     duration_s: float,
     sizes: tuple[int, int],
-    compute_s: np.ndarray | None = None,
 ) -> RoundPlan:
     """A RoundPlan with its bytes: every selected client downloads, every contributor uploads.
 
-    ``sizes`` is (model bytes, update bytes); ``compute_s`` defaults to the timelines'.
+    ``sizes`` is (model bytes, update bytes); compute is the whole planned local work.
     """
     model_bytes, update_bytes = sizes
     download_s, upload_s = tl.download_s, tl.upload_s
-    compute_s = tl.compute_s if compute_s is None else compute_s
     return RoundPlan(
         ids=ids,
         num_samples=n,
         outcome=outcome,
         epochs_done=epochs_done,
         download_s=download_s,
-        compute_s=compute_s,
+        compute_s=tl.compute_s,
         upload_s=upload_s,
         duration_s=duration_s,
         bytes_down=int(model_bytes) * len(ids),

@@ -123,8 +123,9 @@ def test_selecting_from_a_trillion_clients_is_fast_and_small():
     assert elapsed < 5.0
 
 
-def test_selection_widens_its_candidates_when_far_fewer_are_online_than_expected():
-    # At the diurnal trough 1/100 of the peak is online; the estimate is the day's average.
+def test_selection_widens_its_candidates_when_far_fewer_are_online_than_expected(monkeypatch):
+    # The estimate says every client is online while about a quarter is: the first candidate
+    # draw holds too few, so selection must widen.
     pop = keyed(
         10**10,
         availability="diurnal",
@@ -134,8 +135,13 @@ def test_selection_widens_its_candidates_when_far_fewer_are_online_than_expected
         diurnal_ratio=100.0,
         diurnal_peak_hour=12.0,
     )
+    monkeypatch.setattr(pop, "_online_fraction_estimate", lambda: 1.0)
+    widened = []
+    wider = pop._select_wider
+    monkeypatch.setattr(pop, "_select_wider", lambda *a: widened.append(a) or wider(*a))
     t = 0.0  # midnight in zone 0; clients' zones spread the trough across the day
     ids = pop.select(2, t, 300)
+    assert widened, "the first candidate draw was enough: widening was not exercised"
     assert len(ids) == 300 and len(np.unique(ids)) == 300
     assert pop.is_online(ids, 2, t).all()
     np.testing.assert_array_equal(ids, pop.select(2, t, 300))
